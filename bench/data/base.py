@@ -1,0 +1,67 @@
+"""Bases of the dataset and sampler plugins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data.types import DatasetFrames, InteractionData
+
+
+class DatasetPlugin:
+    """A dataset: `DatasetPlugin(data_dir=None, cache_dir=None, download=True, **options).load()`.
+
+    data_dir: a local directory with the files (also BENCH_DATA_DIR); otherwise the official archive is
+    downloaded once into cache_dir (default ~/.cache/deepfm-bench, or BENCH_CACHE_DIR) and verified.
+    Unknown options are an error naming the dataset and the options it takes.
+    """
+
+    name = "dataset"
+
+    def __init__(self, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                 download: bool = True, **options: Any):
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.download = download
+        self.options = options
+
+    def load(self) -> DatasetFrames:
+        raise NotImplementedError
+
+
+class TrainSamples:
+    """One epoch of training rows: positives followed by their negatives (the trainer shuffles)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, labels: np.ndarray):
+        self.users = torch.from_numpy(np.ascontiguousarray(users, dtype=np.int64))
+        self.items = torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64))
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+class NegativeSampler:
+    """Draws `num_negatives` items per training positive, never one of the user's training positives.
+
+    `fit(data)` once, then `sample(epoch)` gives that epoch's TrainSamples; the draw depends only on
+    (seed, epoch), so runs are reproducible and negatives change every epoch.
+    """
+
+    name = "sampler"
+
+    def __init__(self, num_negatives: int = 4, seed: int = 0, **options: Any):
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        self.num_negatives = num_negatives
+        self.seed = seed
+        self.options = options
+
+    def fit(self, data: InteractionData) -> "NegativeSampler":
+        raise NotImplementedError
+
+    def sample(self, epoch: int) -> TrainSamples:
+        raise NotImplementedError

@@ -1,0 +1,172 @@
+"""FeatureEmbedding: the one contract every model shares.
+
+One forward pass gives three views of the same vectors (the DeepFM idea: FM and MLP share them):
+
+    first_order      (B, 1)          sum of per-value scalar weights (the FM linear term)
+    field_embeddings (B, F, fm_dim)  one vector per field, projected to fm_dim where a field's dim differs
+    flat_embeddings  (B, total_dim)  the raw field vectors concatenated, for the MLP
+
+Index 0 (unknown / padding) contributes exactly zero to all three. Single-valued fields of equal dim
+share one table (one gather for all of them); multi-valued fields are mean-pooled `EmbeddingBag`s.
+Each side (user, item) can be embedded alone, so full ranking embeds every user and every item once
+and pairs them by broadcasting (`Embedded.cross`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.features import FeatureSpec, FieldSpec
+
+
+@dataclass
+class Embedded:
+    first_order: torch.Tensor  # (B, 1)
+    field_embeddings: torch.Tensor  # (B, F, fm_dim)
+    flat_embeddings: torch.Tensor  # (B, total_dim)
+
+    @staticmethod
+    def concat(user: "Embedded", item: "Embedded") -> "Embedded":
+        """User and item halves of the same batch rows."""
+        return Embedded(
+            user.first_order + item.first_order,
+            torch.cat([user.field_embeddings, item.field_embeddings], dim=1),
+            torch.cat([user.flat_embeddings, item.flat_embeddings], dim=1),
+        )
+
+    @staticmethod
+    def cross(user: "Embedded", item: "Embedded") -> "Embedded":
+        """Every (user, item) pair, row u * I + i, by broadcasting: no per-pair lookups."""
+        n_u, n_i = user.first_order.shape[0], item.first_order.shape[0]
+
+        def pair(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            out = torch.cat(
+                [u.unsqueeze(1).expand(n_u, n_i, *u.shape[1:]), i.unsqueeze(0).expand(n_u, n_i, *i.shape[1:])],
+                dim=2,
+            )
+            return out.reshape(n_u * n_i, *out.shape[2:])
+
+        first = (user.first_order.view(n_u, 1) + item.first_order.view(1, n_i)).reshape(-1, 1)
+        return Embedded(first, pair(user.field_embeddings, item.field_embeddings),
+                        pair(user.flat_embeddings, item.flat_embeddings))
+
+
+class _SideEmbedding(nn.Module):
+    """The fields of one side (user or item)."""
+
+    def __init__(self, fields: tuple[FieldSpec, ...], fm_dim: int):
+        super().__init__()
+        self.fm_dim = fm_dim
+        single = [f for f in fields if not f.multi_valued]
+        multi = [f for f in fields if f.multi_valued]
+        dims = sorted({f.dim or fm_dim for f in single})
+        # one table per distinct dim; local index k>0 of a field maps to offset_f + k, 0 stays 0
+        self.groups = nn.ModuleList()
+        self.group_fields: list[list[FieldSpec]] = []
+        storage: list[FieldSpec] = []
+        for d in dims:
+            members = [f for f in single if (f.dim or fm_dim) == d]
+            self.group_fields.append(members)
+            storage += members
+            self.groups.append(_FieldGroup(members, d, fm_dim))
+        self.bags = nn.ModuleList(_BagField(f, fm_dim) for f in multi)
+        storage += multi
+        order = [storage.index(f) for f in fields]
+        self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
+        self.reorder = order != sorted(order)
+        self.num_fields = len(fields)
+        self.total_dim = sum(f.dim or fm_dim for f in fields)
+
+    def forward(self, x: torch.Tensor) -> Embedded:
+        firsts, vectors, flats = [], [], []
+        for part in [*self.groups, *self.bags]:
+            first, field, flat = part(x)
+            firsts.append(first)
+            vectors.append(field)
+            flats.append(flat)
+        if not vectors:
+            b = x.shape[0]
+            empty = torch.zeros(b, 0, self.fm_dim, device=x.device)
+            return Embedded(torch.zeros(b, 1, device=x.device), empty, torch.zeros(b, 0, device=x.device))
+        first = firsts[0] if len(firsts) == 1 else torch.stack(firsts, 0).sum(0)
+        field = vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=1)
+        if self.reorder:
+            field = field.index_select(1, self.order)
+        flat = flats[0] if len(flats) == 1 else torch.cat(flats, dim=1)
+        return Embedded(first, field, flat)
+
+
+class _FieldGroup(nn.Module):
+    """Single-valued fields sharing one dim: one gather for all of them."""
+
+    def __init__(self, fields: list[FieldSpec], dim: int, fm_dim: int):
+        super().__init__()
+        offsets, total = [], 0
+        for f in fields:
+            offsets.append(total)
+            total += f.vocab_size - 1
+        self.register_buffer("columns", torch.tensor([f.column for f in fields]), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets).view(1, -1), persistent=False)
+        self.vectors = nn.Embedding(total + 1, dim, padding_idx=0)
+        self.weights = nn.Embedding(total + 1, 1, padding_idx=0)
+        nn.init.normal_(self.vectors.weight, std=0.01)
+        nn.init.zeros_(self.weights.weight)
+        with torch.no_grad():
+            self.vectors.weight[0].zero_()
+        # per-field projection to fm_dim, bias-free so a zero vector stays zero
+        self.projection = (
+            nn.Parameter(torch.randn(len(fields), dim, fm_dim) / dim**0.5) if dim != fm_dim else None
+        )
+
+    def forward(self, x: torch.Tensor):
+        local = x.index_select(1, self.columns)
+        idx = torch.where(local > 0, local + self.offsets, torch.zeros_like(local))
+        vec = self.vectors(idx)  # (B, n, dim)
+        first = self.weights(idx).sum(dim=1)  # (B, 1)
+        field = vec if self.projection is None else torch.einsum("bnd,nde->bne", vec, self.projection)
+        return first, field, vec.flatten(1)
+
+
+class _BagField(nn.Module):
+    """A multi-valued field (e.g. genres): mean of its values' vectors, padding excluded."""
+
+    def __init__(self, field: FieldSpec, fm_dim: int):
+        super().__init__()
+        dim = field.dim or fm_dim
+        self.cols = field.columns
+        self.vectors = nn.EmbeddingBag(field.vocab_size, dim, mode="mean", padding_idx=0)
+        self.weights = nn.EmbeddingBag(field.vocab_size, 1, mode="mean", padding_idx=0)
+        nn.init.normal_(self.vectors.weight, std=0.01)
+        nn.init.zeros_(self.weights.weight)
+        with torch.no_grad():
+            self.vectors.weight[0].zero_()
+        self.projection = nn.Linear(dim, fm_dim, bias=False) if dim != fm_dim else None
+
+    def forward(self, x: torch.Tensor):
+        idx = x[:, self.cols]
+        vec = self.vectors(idx)  # (B, dim)
+        field = vec if self.projection is None else self.projection(vec)
+        return self.weights(idx), field.unsqueeze(1), vec
+
+
+class FeatureEmbedding(nn.Module):
+    """Shared embeddings of all fields of a FeatureSpec; see the module docstring for the views."""
+
+    def __init__(self, spec: FeatureSpec, fm_dim: int = 16):
+        super().__init__()
+        self.spec = spec
+        self.fm_dim = fm_dim
+        self.user = _SideEmbedding(spec.side("user"), fm_dim)
+        self.item = _SideEmbedding(spec.side("item"), fm_dim)
+        self.num_fields = len(spec)
+        self.total_dim = self.user.total_dim + self.item.total_dim
+
+    def embed(self, side: str, x: torch.Tensor) -> Embedded:
+        """One side alone: x is that side's feature matrix rows (B, columns)."""
+        return (self.user if side == "user" else self.item)(x)
+
+    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> Embedded:
+        return Embedded.concat(self.user(user_x), self.item(item_x))

@@ -1,0 +1,53 @@
+"""The encoder contract: a raw column -> int indices, index 0 reserved for unknown / padding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class Encoder:
+    """Base of the encoder plugins. Subclasses define fit, transform, vocab_size, state/from_state.
+
+    transform returns int64 of shape (n,) for single-valued encoders and (n, max_len) for
+    multi-valued ones (padded with 0). vocab_size counts index 0.
+    """
+
+    name = "encoder"
+    multi_valued = False
+    max_len = 1
+
+    def fit(self, values: pd.Series) -> "Encoder":
+        raise NotImplementedError
+
+    def transform(self, values: pd.Series) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit_transform(self, values: pd.Series) -> np.ndarray:
+        return self.fit(values).transform(values)
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable fitted state (constructor options included)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Encoder":
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"encoder": self.name, "state": self.state()}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Encoder":
+        payload = json.loads(Path(path).read_text())
+        if payload.get("encoder") != cls.name:
+            raise ValueError(f"{path}: holds a {payload.get('encoder')!r} encoder, not {cls.name!r}")
+        return cls.from_state(payload["state"])
