@@ -27,9 +27,10 @@ class ColumnSchema:
 class DatasetFrames:
     """What a dataset plugin returns.
 
-    interactions: columns user, item, rating, timestamp (raw ids; file order kept: it breaks ties).
-    users: column user + the user feature columns; items: column item + the item feature columns.
-    The id columns 'user' and 'item' are themselves listed in `schema` (as fields user_id / item_id).
+    interactions: columns user_id, item_id, rating, timestamp (raw ids; file order kept: it breaks
+    timestamp ties). users: column user_id + the user feature columns; items: column item_id + the item
+    feature columns. Every feature column, the ids included, is listed in `schema`; the field's name is
+    the column's name. A multi-valued column holds strings joined by its encoder's `sep` ("" = none).
     """
 
     name: str
@@ -114,8 +115,9 @@ class Pairs:
 class InteractionData:
     """Everything training and evaluation need, as index arrays and feature matrices.
 
-    Row 0 of both feature matrices is the unknown/padding row; real users are 1..n_users-1 and real
-    items (the candidate pool) 1..n_items-1.
+    Row 0 of both feature matrices is the unknown/padding row (all zeros); real users are rows
+    1..n_users-1 and real items (the candidate pool) rows 1..n_items-1. Row r's id field holds r, so a
+    row index *is* the id field's index (MostPop and NeuMF rely on this).
     """
 
     spec: FeatureSpec
