@@ -1,0 +1,31 @@
+# Two set-up commands: `make run` (the main job) and `make test` (the suite). Each installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A local MovieLens copy if one sits next to the checkout (no download needed); else the loader downloads.
+BENCH_DATA_DIR ?= $(firstword $(wildcard ../shared/data/ml-100k))
+export BENCH_DATA_DIR
+ARGS ?= --models deepfm,xdeepfm,neumf
+
+.PHONY: install run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the CPU build in the local wheel folder; an unpinned torch pulls CUDA builds
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test,plot]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/bench run $(ARGS)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pytest tests/bench_*.py --benchmark-only --benchmark-columns=min,median,max,rounds
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks

@@ -1,0 +1,283 @@
+"""The `bench` command: run, tune, kernel, list, report, data."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+import registry
+from bench.device import set_threads
+
+RESULTS_DIR = "results"
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[Any, Any, str | None], Any]:
+    def parse(ctx: Any, param: Any, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+    return parse
+
+
+def _kv(ctx: Any, param: Any, values: tuple[str, ...]) -> dict[str, Any]:
+    from bench.runner import parse_value
+
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_")] = parse_value(value)
+    return out
+
+
+def data_options(f: Callable) -> Callable:
+    """Where the data comes from and how it becomes implicit feedback (shared by run and tune)."""
+    options = [
+        click.option("--dataset", default="ml-100k", show_default=True, help="dataset plugin (bench list dataset)"),
+        click.option("--data-dir", envvar="BENCH_DATA_DIR", type=click.Path(file_okay=False),
+                     help="local copy of the files [env BENCH_DATA_DIR]; otherwise download and cache"),
+        click.option("--cache-dir", envvar="BENCH_CACHE_DIR", type=click.Path(file_okay=False),
+                     help="download cache [env BENCH_CACHE_DIR, default ~/.cache/deepfm-bench]"),
+        click.option("--genre-encoding", type=click.Choice(["multihot", "binary"]), default=None,
+                     help="MovieLens genres: one multi-hot field (default) or 19 binary fields"),
+        click.option("--dataset-opt", "dataset_opts", multiple=True, callback=_kv, metavar="KEY=VALUE",
+                     help="extra dataset option, e.g. interactions=ratings.csv for --dataset csv"),
+        click.option("--threshold", default=4.0, show_default=True, help="rating >= threshold is a positive"),
+        click.option("--min-interactions", default=3, show_default=True,
+                     help="users with fewer positives go to train only"),
+    ]
+    return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
+
+
+def train_options(f: Callable) -> Callable:
+    """Training and evaluation knobs (shared by run and tune)."""
+    options = [
+        click.option("--epochs", default=20, show_default=True),
+        click.option("--batch-size", default=256, show_default=True),
+        click.option("--lr", default=1e-3, show_default=True),
+        click.option("--weight-decay", default=1e-5, show_default=True),
+        click.option("--patience", default=3, show_default=True, help="epochs without val NDCG@10 gain"),
+        click.option("--num-negatives", default=4, show_default=True, help="training negatives per positive"),
+        click.option("--sampler", default="uniform", show_default=True, help="negative sampler plugin"),
+        click.option("--fm-dim", default=16, show_default=True, help="embedding dim shared by FM and MLP"),
+        click.option("--protocol", type=click.Choice(["full", "sampled"]), default="full", show_default=True),
+        click.option("--eval-negatives", default=999, show_default=True, help="negatives per user, sampled protocol"),
+        click.option("--k", "ks", default="5,10,20", show_default=True, callback=_csv(int)),
+        click.option("--ties", type=click.Choice(["expected", "pessimistic", "optimistic"]), default="expected",
+                     show_default=True, help="how candidates tied with the held-out item are ranked"),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
+        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)"),
+        click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False)),
+        click.option("--progress/--no-progress", default=None, help="progress bars (default: on a terminal)"),
+    ]
+    return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
+
+
+def _data_config(kw: dict[str, Any]):
+    from bench.runner import DataConfig
+
+    options = dict(kw.pop("dataset_opts"))
+    genre = kw.pop("genre_encoding")
+    if genre:
+        options["genre_encoding"] = genre
+    return DataConfig(dataset=kw.pop("dataset"), data_dir=kw.pop("data_dir"), cache_dir=kw.pop("cache_dir"),
+                      options=options, threshold=kw.pop("threshold"), min_interactions=kw.pop("min_interactions"))
+
+
+def _train_config(kw: dict[str, Any]):
+    from bench.trainer import TrainConfig
+
+    progress = kw.pop("progress")
+    return TrainConfig(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
+                       weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
+                       num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"), ties=kw["ties"],
+                       eval_negatives=kw["eval_negatives"],
+                       progress=sys.stderr.isatty() if progress is None else progress)
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="deepfm-bench")
+def main() -> None:
+    """Benchmark DeepFM-family recommenders: train, evaluate, compare, tune."""
+
+
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(list(registry.KINDS)))
+def list_plugins(kind: str | None) -> None:
+    """Registered plugins (name, kind, source distribution, one-line doc)."""
+    from tabulate import tabulate
+
+    rows = [[p.name, p.kind, p.source, p.error and f"ERROR: {p.error}" or p.doc] for p in registry.describe(kind)]
+    click.echo(tabulate(rows, headers=["name", "kind", "source", "description"], tablefmt="github"))
+
+
+@main.command()
+@data_options
+def data(**kw: Any) -> None:
+    """Load (download and cache if needed) a dataset and print its statistics and split."""
+    from tabulate import tabulate
+
+    from bench.runner import load_data
+
+    cfg = _data_config(kw)
+    d = _guard(lambda: load_data(cfg))
+    rows = [["users (with a positive)", d.n_users - 1], ["items (candidate pool)", d.n_items - 1],
+            ["fields", ", ".join(f.name for f in d.spec)], ["train positives", len(d.train)],
+            ["validation pairs", len(d.val)], ["test pairs", len(d.test)]]
+    rows += [[k, v] for k, v in d.info.items() if isinstance(v, (int, float, str))]
+    click.echo(tabulate(rows, headers=[d.name, ""], tablefmt="github"))
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Turn the library's clear errors into CLI errors (no traceback)."""
+    try:
+        return fn()
+    except (ValueError, registry.RegistryError, FileNotFoundError, OSError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--models", default="deepfm,xdeepfm,neumf", show_default=True, callback=_csv(str),
+              help="model plugins to compare (bench list model)")
+@click.option("--seeds", default="1", show_default=True, callback=_csv(int))
+@click.option("--baseline", default="neumf", show_default=True, help="model every other is compared with")
+@click.option("--interactions", default=None, help="also run a `composed` model of these interaction plugins")
+@click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
+              help="override a hyperparameter, e.g. deepfm.dropout=0.1, train.lr=2e-3 (repeatable)")
+@click.option("--params", "params_path", default=None,
+              help="tuned params: 'best' (from bench tune, under the results dir) or a JSON file")
+@click.option("--format", "fmt", type=click.Choice(["github", "latex", "csv", "json"]), default="github")
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@data_options
+@train_options
+def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
+        sets: tuple[str, ...], params_path: str | None, fmt: str, output: str | None, **kw: Any) -> None:
+    """Train and test models over seeds; print a leaderboard and a comparison against the baseline."""
+    from bench import tables
+    from bench.runner import RunConfig, parse_sets, run_benchmark
+    from bench.store import ResultStore
+
+    set_threads(kw.pop("threads"))
+    data_cfg, train_cfg = _data_config(kw), _train_config(kw)
+    results_dir = kw.pop("results_dir")
+    models = tuple(models)
+    model_params: dict[str, dict[str, Any]] = {}
+    if interactions:
+        models = models + ("composed",) if "composed" not in models else models
+        model_params["composed"] = {"interactions": interactions}
+    if params_path:
+        from bench.tuner import load_best_params
+
+        for name, params in _guard(lambda: load_best_params(params_path, results_dir, data_cfg, models)).items():
+            model_params.setdefault(name, {}).update(params)
+    for name, params in _guard(lambda: parse_sets(sets, models)).items():
+        model_params.setdefault(name, {}).update(params)
+    config = RunConfig(data=data_cfg, train=train_cfg, models=models, seeds=seeds, protocol=kw["protocol"],
+                       eval_negatives=kw["eval_negatives"], ks=kw["ks"], ties=kw["ties"], device=kw["device"],
+                       fm_dim=kw["fm_dim"], model_params=model_params)
+    store = ResultStore(results_dir)
+    started = time.perf_counter()
+    ids = _guard(lambda: run_benchmark(config, store, log=lambda m: click.echo(m, err=True)))
+    runs = store.runs(ids=ids)
+    if not runs:
+        _fail("no run finished; see the errors above (all runs are recorded in the store)")
+    click.echo(_tables(runs, baseline, fmt))
+    click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} runs in {store.path}", err=True)
+    if output:
+        _write_markdown(Path(output), runs, baseline, title=f"{data_cfg.label()} leaderboard")
+
+
+def _tables(runs: list, baseline: str, fmt: str) -> str:
+    from bench import tables
+
+    board = tables.leaderboard(runs, fmt)
+    if fmt == "json" or baseline not in {r.model for r in runs}:
+        return board
+    return board + "\n\n" + tables.comparison(runs, baseline, fmt)
+
+
+def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
+    """A results page: the exact command, the environment, and the tables."""
+    from bench import tables
+
+    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    first = runs[0]
+    lines = [f"# {title}", "", "Produced by:", "", "```", command, "```", "",
+             f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
+             f"device `{first.device}`, torch {first.versions.get('torch')}, "
+             f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
+             "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github"), ""]
+    if baseline in {r.model for r in runs}:
+        lines += [f"## Against the {baseline} baseline (p: paired sign-flip permutation test over users)", "",
+                  tables.comparison(runs, baseline, "github"), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", default=None, help="only runs on this dataset label")
+@click.option("--models", default=None, callback=_csv(str), help="only these models")
+@click.option("--since", default=None, help="only runs started on/after this date (YYYY-MM-DD)")
+@click.option("--ids", default=None, callback=_csv(int), help="only these run ids")
+@click.option("--baseline", default="neumf", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["github", "latex", "csv", "json"]), default="github")
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
+def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
+           ids: tuple[int, ...] | None, baseline: str, fmt: str, output: str | None, plot: bool) -> None:
+    """Rebuild the tables (and plots) from the results store."""
+    from bench.store import DB_NAME, ResultStore
+
+    if not (Path(results_dir) / DB_NAME).exists():
+        _fail(f"no results store at {Path(results_dir) / DB_NAME}; run `bench run` first")
+    since_ts = None
+    if since:
+        try:
+            since_ts = datetime.strptime(since, "%Y-%m-%d").timestamp()
+        except ValueError:
+            _fail(f"--since {since!r}: expected a date YYYY-MM-DD")
+    store = ResultStore(results_dir)
+    runs = store.runs(dataset=dataset, models=list(models) if models else None, status="finished",
+                      since=since_ts, ids=list(ids) if ids else None)
+    if not runs:
+        _fail("no finished runs match these filters")
+    labels = {r.dataset for r in runs}
+    if len(labels) > 1:
+        _fail(f"runs from several datasets ({', '.join(sorted(labels))}); choose one with --dataset")
+    click.echo(_tables(runs, baseline, fmt))
+    if output:
+        _write_markdown(Path(output), runs, baseline, title=f"{runs[0].dataset} leaderboard")
+    if plot:
+        from bench.plots import write_plots
+
+        for path in _guard(lambda: write_plots(runs, Path(results_dir) / "plots")):
+            click.echo(f"wrote {path}", err=True)
+
+
+def _register_optional_commands() -> None:
+    """Commands living in their own modules."""
+    from bench.kernel import kernel_command
+
+    main.add_command(kernel_command, "kernel")
+
+
+_register_optional_commands()

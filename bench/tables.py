@@ -1,0 +1,153 @@
+"""Result tables from stored runs: the leaderboard and the comparison against a baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.stats import paired_permutation_test
+from bench.store import Run
+
+FORMATS = ("github", "latex", "csv", "json")
+_METRIC_ORDER = ("HR", "NDCG", "Recall", "MAP")
+
+
+def metric_names(runs: Iterable[Run]) -> list[str]:
+    """Metric keys present in the runs, ordered by K then HR, NDCG, Recall, MAP, then MRR."""
+    keys = {k for r in runs for k in r.metrics}
+    ks = sorted({int(m.group(1)) for k in keys if (m := re.search(r"@(\d+)$", k))})
+    ordered = [f"{name}@{k}" for k in ks for name in _METRIC_ORDER if f"{name}@{k}" in keys]
+    return ordered + (["MRR"] if "MRR" in keys else [])
+
+
+def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.status == "finished":
+            groups[r.model].append(r)
+    return dict(groups)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def leaderboard_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per model: each metric as {'mean', 'std'} over seeds, plus size and speed."""
+    names = metric_names(runs)
+    rows = []
+    for model, group in _by_model(runs).items():
+        row: dict[str, Any] = {"model": model, "seeds": len(group)}
+        for name in names:
+            mean, std = _mean_std([r.metrics[name] for r in group if name in r.metrics])
+            row[name] = {"mean": mean, "std": std}
+        timing = lambda key: float(np.mean([r.timings.get(key, np.nan) for r in group]))  # noqa: E731
+        row["params"] = int(group[0].timings.get("params", 0))
+        row["train_samples_per_s"] = timing("train_samples_per_s")
+        row["eval_users_per_s"] = timing("eval_users_per_s")
+        row["wall_s"] = timing("wall_s")
+        row["epochs"] = timing("epochs")
+        rows.append(row)
+    key = "NDCG@10" if names and "NDCG@10" in names else (names[0] if names else None)
+    if key:
+        rows.sort(key=lambda r: -r[key]["mean"])
+    return rows
+
+
+def _fmt_speed(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:,.0f}"
+
+
+def leaderboard(runs: list[Run], fmt: str = "github") -> str:
+    rows = leaderboard_rows(runs)
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    names = metric_names(runs)
+    headers = ["model", *names, "params", "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
+    table = [
+        [r["model"], *(f"{r[n]['mean']:.4f} ± {r[n]['std']:.4f}" for n in names), f"{r['params']:,}",
+         _fmt_speed(r["train_samples_per_s"]), _fmt_speed(r["eval_users_per_s"]),
+         f"{r['epochs']:.1f}", f"{r['wall_s']:.1f}", r["seeds"]]
+        for r in rows
+    ]
+    return _render(headers, table, fmt)
+
+
+def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Users and their metric averaged over seeds (users common to every run of the group)."""
+    common = None
+    for r in group:
+        common = r.users if common is None else np.intersect1d(common, r.users)
+    assert common is not None
+    stacked = [r.per_user[name][np.searchsorted(r.users, common)] for r in group]
+    return common, np.mean(stacked, axis=0)
+
+
+def comparison_rows(runs: list[Run], baseline: str, ks: Iterable[int] | None = None,
+                    n_permutations: int = 10000) -> list[dict[str, Any]]:
+    """Per model and K: baseline vs model for each metric, with a paired sign-flip permutation p-value."""
+    groups = _by_model(runs)
+    if baseline not in groups:
+        raise ValueError(f"baseline {baseline!r} has no finished run here; models: {sorted(groups)}")
+    names = metric_names(runs)
+    rows = []
+    for model, group in groups.items():
+        if model == baseline:
+            continue
+        for name in names:
+            k = int(name.split("@")[1]) if "@" in name else None
+            if ks is not None and k is not None and k not in ks:
+                continue
+            if not all(name in r.per_user for r in group + groups[baseline]):
+                continue
+            users_b, base = _per_user_mean(groups[baseline], name)
+            users_m, mine = _per_user_mean(group, name)
+            users = np.intersect1d(users_b, users_m)
+            base = base[np.searchsorted(users_b, users)]
+            mine = mine[np.searchsorted(users_m, users)]
+            diff = float(mine.mean() - base.mean())
+            rows.append({
+                "model": model, "K": k, "metric": name, "baseline": float(base.mean()),
+                "value": float(mine.mean()), "diff": diff,
+                "pct_change": 100.0 * diff / base.mean() if base.mean() else float("nan"),
+                "p_value": paired_permutation_test(mine, base, n_permutations=n_permutations),
+                "users": int(len(users)),
+            })
+    return rows
+
+
+def comparison(runs: list[Run], baseline: str, fmt: str = "github") -> str:
+    rows = comparison_rows(runs, baseline)
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for k in dict.fromkeys(r["K"] for r in rows if r["model"] == model):
+            table = [[r["metric"], f"{r['baseline']:.4f}", f"{r['value']:.4f}", f"{r['diff']:+.4f}",
+                      f"{r['pct_change']:+.1f}%", f"{r['p_value']:.4f}"]
+                     for r in rows if r["model"] == model and r["K"] == k]
+            title = f"{model} vs {baseline}" + (f" @K={k}" if k is not None else "")
+            headers = ["metric", baseline, model, "diff", "% change", "p-value"]
+            out.append(title if fmt == "csv" else f"**{title}**\n" if fmt == "github" else title)
+            out.append(_render(headers, table, fmt))
+    return "\n\n".join(out)
+
+
+def _render(headers: list[str], table: list[list[Any]], fmt: str) -> str:
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(headers)
+        writer.writerows(table)
+        return buf.getvalue().rstrip("\n")
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return tabulate(table, headers=headers, tablefmt=fmt, disable_numparse=True)

@@ -1,0 +1,177 @@
+"""The registry: discovery through entry points, clear errors, isolation of broken plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import registry
+
+BUILTINS = {
+    "model": {"fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "mostpop", "composed"},
+    "interaction": {"fm", "cin", "attention"},
+    "encoder": {"label", "multihot", "bucket"},
+    "sampler": {"uniform", "popularity"},
+    "dataset": {"ml-100k", "ml-1m", "csv", "synthetic"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILTINS))
+def test_every_builtin_is_discovered_and_loads(kind):
+    assert BUILTINS[kind] <= set(registry.available(kind))
+    for name in BUILTINS[kind]:
+        obj = registry.get(kind, name)
+        assert callable(obj), (kind, name)
+
+
+def test_describe_names_the_source_distribution():
+    rows = {(p.kind, p.name): p for p in registry.describe()}
+    assert rows[("model", "deepfm")].source == "deepfm-bench"
+    assert rows[("model", "deepfm")].error is None
+    assert rows[("model", "deepfm")].doc  # one-line doc shown by `bench list`
+
+
+def test_unknown_name_lists_known_and_suggests_closest():
+    with pytest.raises(registry.UnknownPluginError) as err:
+        registry.get("model", "deepfn")
+    message = str(err.value)
+    assert "Did you mean 'deepfm'?" in message
+    for name in ("xdeepfm", "neumf", "mostpop"):
+        assert name in message
+
+
+def test_unknown_kind_lists_kinds():
+    with pytest.raises(registry.UnknownKindError, match="model, interaction, encoder, sampler, dataset"):
+        registry.available("optimizer")
+
+
+def test_register_decorator_and_pattern_listing():
+    @registry.register("sampler", "test-only-sampler", aliases=("test-only-alias",))
+    class Toy:
+        """A toy sampler."""
+
+    try:
+        assert registry.get("sampler", "test-only-sampler") is Toy
+        assert registry.get("sampler", "test-only-alias") is Toy
+        assert registry.available("sampler", "test-only-*") == ["test-only-alias", "test-only-sampler"]
+        assert registry.create("sampler", "test-only-sampler").__class__ is Toy
+    finally:
+        registry._registered["sampler"].pop("test-only-sampler")
+        registry._registered["sampler"].pop("test-only-alias")
+
+
+def test_two_claims_on_one_name_is_an_error_naming_both():
+    @registry.register("encoder", "test-dupe")
+    class First:
+        pass
+
+    try:
+        with pytest.raises(registry.DuplicatePluginError) as err:
+            @registry.register("encoder", "test-dupe")
+            class Second:
+                pass
+        assert "First" in str(err.value) and "Second" in str(err.value)
+    finally:
+        registry._registered["encoder"].pop("test-dupe")
+
+
+def test_register_in_code_clashing_with_an_entry_point_is_reported():
+    @registry.register("model", "neumf")
+    class ImpostorNeuMF:
+        pass
+
+    try:
+        with pytest.raises(registry.DuplicatePluginError) as err:
+            registry.get("model", "neumf")
+        assert "deepfm-bench" in str(err.value) and "test_registry" in str(err.value)
+        assert registry.get("model", "deepfm")  # the others keep working
+    finally:
+        registry._registered["model"].pop("neumf")
+
+
+THIRD_PARTY = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools>=64"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "toy-recs"
+        version = "0.0.1"
+
+        [project.entry-points."deepfm_bench.models"]
+        toy = "toy_recs:ToyModel"
+        broken = "toy_recs_broken:Model"
+        deepfm = "toy_recs:ToyModel"
+
+        [project.entry-points."deepfm_bench.samplers"]
+        toy-sampler = "toy_recs:ToySampler"
+
+        [tool.setuptools]
+        py-modules = ["toy_recs", "toy_recs_broken"]
+    """,
+    "toy_recs.py": '''
+        """A third-party plugin package."""
+        from plugins.models.mostpop import MostPop
+
+
+        class ToyModel(MostPop):
+            """Toy model shipped by a third party."""
+
+
+        class ToySampler:
+            """Toy sampler shipped by a third party."""
+    ''',
+    "toy_recs_broken.py": """
+        import a_module_that_does_not_exist  # noqa: F401
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def third_party_site(tmp_path_factory) -> Path:
+    """Build and pip-install a tiny plugin package into its own directory (not this environment)."""
+    src = tmp_path_factory.mktemp("toy-src")
+    for name, text in THIRD_PARTY.items():
+        (src / name).write_text(textwrap.dedent(text))
+    site = tmp_path_factory.mktemp("toy-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(src)],
+        check=True, capture_output=True, text=True,
+    )
+    return site
+
+
+def _bench(site: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "bench", *args], env=env, capture_output=True, text=True)
+
+
+def test_installed_plugin_package_shows_up_in_bench_list(third_party_site):
+    out = _bench(third_party_site, "list", "model")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if line.startswith("|")}
+    assert "toy-recs" in rows["toy"] and "Toy model shipped by a third party." in rows["toy"]
+    # the broken plugin is reported by name with its error; the others still load
+    assert "ERROR" in rows["broken"] and "a_module_that_does_not_exist" in rows["broken"]
+    assert "deepfm-bench" in rows["xdeepfm"] and "ERROR" not in rows["xdeepfm"]
+    # two distributions claiming 'deepfm' is named as such
+    assert "claimed by two plugins" in rows["deepfm"]
+    assert "deepfm-bench" in rows["deepfm"] and "toy-recs" in rows["deepfm"]
+    sampler = _bench(third_party_site, "list", "sampler")
+    assert "toy-sampler" in sampler.stdout and "toy-recs" in sampler.stdout
+
+
+def test_broken_plugin_error_names_it(third_party_site):
+    code = "import registry; registry.get('model', 'broken')"
+    env = {**os.environ, "PYTHONPATH": str(third_party_site)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "PluginLoadError" in out.stderr and "'broken' from toy-recs" in out.stderr
+    assert "a_module_that_does_not_exist" in out.stderr

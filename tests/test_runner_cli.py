@@ -1,0 +1,120 @@
+"""`bench run` / `bench report` end to end on small synthetic data, and the store's guarantees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import bench.runner as runner_mod
+from bench.cli import main
+from bench.runner import RunConfig, parse_sets, run_benchmark
+from bench.store import ResultStore
+from bench.trainer import TrainConfig
+
+SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
+         "--dataset-opt", "n_interactions=3000"]
+FAST = ["--epochs", "2", "--batch-size", "512", "--fm-dim", "8", "--no-progress"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def test_run_prints_json_leaderboard_and_report_rebuilds_it(tmp_path):
+    res = invoke("run", "--models", "deepfm,neumf,mostpop", "--seeds", "1,2", *SYNTH, *FAST,
+                 "--results-dir", str(tmp_path), "--format", "json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert {r["model"] for r in rows} == {"deepfm", "neumf", "mostpop"}
+    for r in rows:
+        for name in ("HR@5", "NDCG@10", "Recall@20", "MAP@10", "MRR"):
+            assert set(r[name]) == {"mean", "std"} and 0 <= r[name]["mean"] <= 1
+        assert r["seeds"] == 2
+    report = invoke("report", "--results-dir", str(tmp_path), "--format", "json")
+    assert json.loads(report.stdout) == rows
+
+
+def test_run_prints_comparison_against_the_baseline_and_writes_markdown(tmp_path):
+    out = tmp_path / "board.md"
+    res = invoke("run", "--models", "fm,mostpop", *SYNTH, *FAST, "--baseline", "mostpop",
+                 "--results-dir", str(tmp_path), "--output", str(out))
+    assert res.exit_code == 0, res.output
+    assert "fm vs mostpop @K=10" in res.stdout and "p-value" in res.stdout
+    text = out.read_text()
+    assert text.startswith("# synthetic[") and "bench run --models fm,mostpop" in text
+    assert "| model" in text and "fm vs mostpop" in text
+
+
+def test_unknown_model_is_a_clear_cli_error(tmp_path):
+    res = CliRunner().invoke(main, ["run", "--models", "deepfn", *SYNTH, "--results-dir", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "Did you mean 'deepfm'?" in res.output and "xdeepfm" in res.output
+
+
+def test_set_overrides_reach_model_and_trainer(tmp_path, monkeypatch):
+    assert parse_sets(["deepfm.dropout=0.1", "train.lr=0.01", "deepfm.mlp=[16,8]"], ("deepfm", "fm")) == {
+        "deepfm": {"dropout": 0.1, "lr": 0.01, "mlp": [16, 8]}, "fm": {"lr": 0.01}}
+    with pytest.raises(ValueError, match="MODEL.PARAM=VALUE"):
+        parse_sets(["dropout=0.1"], ("deepfm",))
+    res = invoke("run", "--models", "deepfm", *SYNTH, *FAST, "--set", "deepfm.mlp=[16]", "--set",
+                 "deepfm.lr=0.005", "--results-dir", str(tmp_path), "--format", "json")
+    assert res.exit_code == 0, res.output
+    run = ResultStore(tmp_path).runs()[0]
+    assert run.config["model_params"] == {"mlp": [16]} and run.config["train"]["lr"] == 0.005
+
+
+def test_interrupted_run_leaves_finished_runs_and_a_readable_store(tmp_path, small_data, monkeypatch):
+    store = ResultStore(tmp_path)
+    original = runner_mod.train
+    calls = {"n": 0}
+
+    def train_then_interrupt(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(runner_mod, "train", train_then_interrupt)
+    config = RunConfig(train=TrainConfig(epochs=1, progress=False), models=("fm", "deepfm"), fm_dim=8,
+                       device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(config, store, data=small_data, log=lambda m: None)
+    runs = ResultStore(tmp_path).runs()
+    assert [(r.model, r.status) for r in runs] == [("fm", "finished"), ("deepfm", "interrupted")]
+    assert runs[0].metrics["NDCG@10"] >= 0 and len(runs[0].per_user["NDCG@10"]) == len(runs[0].users)
+
+
+def test_failed_run_is_recorded_with_reason_and_others_go_on(tmp_path, small_data, monkeypatch):
+    import torch
+
+    original = runner_mod.build_model
+
+    def poisoned(name, data, fm_dim, params):
+        model = original(name, data, fm_dim, params)
+        if name == "deepfm":
+            with torch.no_grad():
+                model.bias.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(runner_mod, "build_model", poisoned)
+    store = ResultStore(tmp_path)
+    config = RunConfig(train=TrainConfig(epochs=1, progress=False), models=("deepfm", "fm"), fm_dim=8,
+                       device="cpu")
+    ids = run_benchmark(config, store, data=small_data, log=lambda m: None)
+    runs = store.runs()
+    assert [(r.model, r.status) for r in runs] == [("deepfm", "failed"), ("fm", "finished")]
+    assert "NaNLossError" in runs[0].reason and ids == [runs[1].id]
+
+
+def test_report_filters_and_plots(tmp_path):
+    invoke("run", "--models", "fm,mostpop", *SYNTH, *FAST, "--results-dir", str(tmp_path))
+    res = invoke("report", "--results-dir", str(tmp_path), "--models", "fm", "--format", "csv", "--plot")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith("model,HR@5") and "mostpop" not in res.stdout
+    assert (tmp_path / "plots" / "training_curves.png").stat().st_size > 0
+    assert (tmp_path / "plots" / "metrics_by_model.png").stat().st_size > 0
+    empty = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path), "--models", "neumf"])
+    assert empty.exit_code != 0 and "no finished runs" in empty.output

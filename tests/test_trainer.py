@@ -1,0 +1,82 @@
+"""The trainer: best state really restored, NaN reported, loss falls, negatives re-drawn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bench.trainer as trainer_mod
+from bench.evaluator import EvalResult
+from bench.runner import build_model
+from bench.trainer import NaNLossError, TrainConfig, train
+
+CPU = torch.device("cpu")
+
+
+def scripted_evaluate(values):
+    """An evaluate() that returns the given val NDCG@10 per call, so the best epoch is known."""
+    calls = iter(values)
+
+    def fake(model, data, **kw):
+        v = next(calls)
+        return EvalResult(metrics={"NDCG@10": v, "HR@10": v}, per_user={}, users=None, n_candidates=0.0,
+                          protocol="full", ties="expected", num_negatives=None, split="val", seconds=0.0,
+                          users_per_s=0.0)
+
+    return fake
+
+
+def test_early_stopping_restores_a_deep_copy_of_the_best_epoch(small_data, monkeypatch):
+    monkeypatch.setattr(trainer_mod, "evaluate", scripted_evaluate([0.1, 0.3, 0.2, 0.1, 0.05]))
+    model = build_model("deepfm", small_data, 8, {})
+    snapshots = {}
+
+    def snapshot(epoch, row):
+        snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    cfg = TrainConfig(epochs=10, patience=2, batch_size=512, progress=False)
+    result = train(model, small_data, cfg, CPU, on_epoch=snapshot)
+    assert result.best_epoch == 2 and result.epochs_run == 4
+    final = model.state_dict()
+    # with a shallow copy (state_dict().copy()) the "best" tensors would have kept training: epoch 4
+    for key, value in snapshots[2].items():
+        assert torch.equal(final[key], value), key
+    assert any(not torch.equal(final[k], v) for k, v in snapshots[4].items())
+
+
+def test_nan_loss_is_an_error_with_its_reason(small_data):
+    model = build_model("deepfm", small_data, 8, {})
+    with torch.no_grad():
+        model.bias.fill_(float("nan"))
+    with pytest.raises(NaNLossError, match="loss became nan in epoch 1"):
+        train(model, small_data, TrainConfig(epochs=2, progress=False), CPU)
+
+
+def test_loss_falls_and_validation_is_recorded(small_data):
+    torch.manual_seed(0)
+    model = build_model("deepfm", small_data, 8, {})
+    result = train(model, small_data, TrainConfig(epochs=4, patience=10, batch_size=128, lr=3e-3,
+                                                  progress=False), CPU)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert all("val_NDCG@10" in h and 0 <= h["val_NDCG@10"] <= 1 for h in result.history)
+    assert result.samples == 4 * len(small_data.train) * 5
+    assert result.samples_per_s > 0
+
+
+def test_each_epoch_draws_new_negatives(small_data):
+    seen = []
+    original = trainer_mod._epoch_rows
+
+    def spy(data, sampler, epoch, generator):
+        rows = original(data, sampler, epoch, generator)
+        seen.append(rows[1][rows[2] == 0][:, 0].clone())  # item ids of the negatives
+        return rows
+
+    trainer_mod._epoch_rows = spy
+    try:
+        model = build_model("fm", small_data, 8, {})
+        train(model, small_data, TrainConfig(epochs=2, patience=5, progress=False), CPU)
+    finally:
+        trainer_mod._epoch_rows = original
+    assert len(seen) == 2 and not torch.equal(seen[0].sort().values, seen[1].sort().values)
