@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import shlex
 import sys
 import time
@@ -168,7 +169,6 @@ def _guard(fn: Callable[[], Any]) -> Any:
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
         sets: tuple[str, ...], params_path: str | None, fmt: str, output: str | None, **kw: Any) -> None:
     """Train and test models over seeds; print a leaderboard and a comparison against the baseline."""
-    from bench import tables
     from bench.runner import RunConfig, parse_sets, run_benchmark
     from bench.store import ResultStore
 
@@ -180,11 +180,13 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     if interactions:
         models = models + ("composed",) if "composed" not in models else models
         model_params["composed"] = {"interactions": interactions}
-    if params_path:
+    if params_path:  # each tuned model runs as NAME:tuned next to NAME with defaults, and the baseline
         from bench.tuner import load_best_params
 
-        for name, params in _guard(lambda: load_best_params(params_path, results_dir, data_cfg, models)).items():
-            model_params.setdefault(name, {}).update(params)
+        tuned = _guard(lambda: load_best_params(params_path, results_dir, data_cfg, models))
+        for name, params in tuned.items():
+            model_params[f"{name}:tuned"] = params
+        models = tuple(dict.fromkeys([*models, *(f"{n}:tuned" for n in tuned), baseline]))
     for name, params in _guard(lambda: parse_sets(sets, models)).items():
         model_params.setdefault(name, {}).update(params)
     config = RunConfig(data=data_cfg, train=train_cfg, models=models, seeds=seeds, protocol=kw["protocol"],
@@ -271,6 +273,91 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
 
         for path in _guard(lambda: write_plots(runs, Path(results_dir) / "plots")):
             click.echo(f"wrote {path}", err=True)
+
+
+_OBJECTIVES = {"hr": "HR", "ndcg": "NDCG", "recall": "Recall", "map": "MAP", "mrr": "MRR"}
+
+
+def _objective(ctx: Any, param: Any, value: str) -> str:
+    name, _, k = value.partition("@")
+    if name.lower() not in _OBJECTIVES or (name.lower() != "mrr" and not k.isdigit()):
+        raise click.BadParameter(f"{value!r}: expected e.g. ndcg@10, hr@20, recall@10, map@10 or mrr")
+    return _OBJECTIVES[name.lower()] + (f"@{k}" if k else "")
+
+
+@main.command()
+@click.option("--models", default="deepfm,xdeepfm,neumf", show_default=True, callback=_csv(str),
+              help="models to tune, each with the same budget")
+@click.option("--trials", default=50, show_default=True, help="finished trials wanted in each study")
+@click.option("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+@click.option("--storage", default=None, help="Optuna storage URL (default: SQLite under the results dir); "
+              "a path ending .log/.journal is a journal file")
+@click.option("--study", default=None, help="study name prefix (default: dataset-model-device)")
+@click.option("--n-jobs", default=1, show_default=True, help="worker processes on this machine")
+@click.option("--devices", default=None, callback=_csv(str), help="sweep the same space on each device")
+@click.option("--sweep", default="", callback=_csv(str), help="plugin choices to sweep: interactions,sampler")
+@click.option("--objective", default="ndcg@10", show_default=True, callback=_objective,
+              help="validation metric to maximise")
+@click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
+@data_options
+@train_options
+def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
+         n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
+         seed: int, output: str | None, **kw: Any) -> None:
+    """Tune models with Optuna on the validation split; save the best params for `bench run --params best`."""
+    from tabulate import tabulate
+
+    from bench.runner import RunConfig
+    from bench.tuner import SWEEPS, TuneConfig, best_rows, save_best, summary
+    from bench.tuner import tune as run_study
+
+    unknown = [s for s in sweep if s not in SWEEPS]
+    if unknown:
+        _fail(f"--sweep {','.join(unknown)}: expected some of {', '.join(SWEEPS)}")
+    for name in models:
+        _guard(lambda name=name: registry.get("model", name))
+    threads, results_dir = kw.pop("threads"), kw.pop("results_dir")
+    data_cfg, train_cfg = _data_config(kw), _train_config(kw)
+    run_cfg = RunConfig(data=data_cfg, train=train_cfg, models=models, protocol=kw["protocol"],
+                        eval_negatives=kw["eval_negatives"], ks=kw["ks"], ties=kw["ties"], fm_dim=kw["fm_dim"])
+    sections = []
+    for device in devices or (kw["device"],):
+        _guard(lambda device=device: resolve_device_name(device))
+        for name in models:
+            cfg = TuneConfig(run=run_cfg, model=name, trials=trials, timeout=timeout, storage=storage, study=study,
+                             n_jobs=n_jobs, threads=threads, device=resolve_device_name(device), sweep=sweep,
+                             objective=objective, pruner=pruner, seed=seed, results_dir=results_dir,
+                             progress=train_cfg.progress)
+            started = time.perf_counter()
+            result = _guard(lambda cfg=cfg: run_study(cfg))
+            counts = summary(result)
+            rows = best_rows(result)
+            head = (f"{cfg.study_name()}: {sum(counts.values())} trials ({counts['complete']} complete, "
+                    f"{counts['pruned']} pruned, {counts['fail']} failed), "
+                    f"this call {time.perf_counter() - started:.0f} s")
+            if not rows:
+                click.echo(head + "; no completed trial yet")
+                continue
+            table = tabulate([[r["trial"], f"{r['value']:.4f}", f"{r['seconds'] or 0:.1f}",
+                               f"{r['samples_per_s'] or 0:,.0f}", json.dumps(r["params"], sort_keys=True)]
+                              for r in rows], headers=["trial", f"val {objective}", "s", "samples/s", "params"],
+                             tablefmt="github", disable_numparse=True)
+            path = save_best(result, cfg)
+            click.echo(f"{head}\n{table}\nbest params saved to {path}")
+            sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
+    if output and sections:
+        command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        Path(output).write_text(f"# Tuning results\n\nProduced by:\n\n```\n{command}\n```\n\n" + "\n".join(sections))
+        click.echo(f"wrote {output}", err=True)
+    click.echo(f"next: bench run --models {','.join(models)} --params best --seeds 1,2,3", err=True)
+
+
+def resolve_device_name(name: str) -> str:
+    from bench.device import resolve_device
+
+    return str(resolve_device(name))
 
 
 def _register_optional_commands() -> None:

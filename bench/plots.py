@@ -49,7 +49,7 @@ def write_plots(runs: list[Run], out_dir: Path) -> list[Path]:
     rows = leaderboard_rows(runs)
     metrics = [m for m in ("HR@10", "NDCG@10", "MRR") if rows and m in rows[0]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         names = [r["model"] for r in rows]
         ax.bar(names, [r[metric]["mean"] for r in rows], yerr=[r[metric]["std"] for r in rows], capsize=4,
                color=[f"C{i % 10}" for i in range(len(rows))])

@@ -126,9 +126,12 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> int:
     """Train and test one model on one seed; the run is in the store whatever happens. Returns its id."""
     device = resolve_device(config.device)
-    model_kw, train_kw = split_params(dict(config.model_params.get(name, {})))
+    params = dict(config.model_params.get(name, {}))
+    registry_name = params.pop("registry_model", name.split(":")[0])  # 'deepfm:tuned' is a deepfm
+    model_kw, train_kw = split_params(params)
     train_cfg = replace(config.train, seed=seed, **train_kw)
-    record = {"model_params": model_kw, "train": train_cfg.to_dict(), "fm_dim": config.fm_dim,
+    record = {"registry_model": registry_name, "model_params": model_kw, "train": train_cfg.to_dict(),
+              "fm_dim": config.fm_dim,
               "ks": list(config.ks), "dataset": asdict(config.data)}
     run_id = store.start_run(dataset=data.name, model=name, seed=seed, device=str(device),
                              protocol=config.protocol, ties=config.ties,
@@ -138,7 +141,7 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
     try:
         start = time.perf_counter()
         seed_everything(seed)
-        model = build_model(name, data, config.fm_dim, dict(model_kw)).to(device)
+        model = build_model(registry_name, data, config.fm_dim, dict(model_kw)).to(device)
         result = None
         if model.trainable:
             def track(epoch: int, row: dict[str, float]) -> None:
@@ -177,8 +180,8 @@ def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData |
                   log: Callable[[str], None] = print) -> list[int]:
     """Every model on every seed; a failed run is recorded and reported, the others go on."""
     data = data if data is not None else load_data(config.data)
-    for name in config.models:
-        registry.get("model", name)  # unknown names fail before any training
+    for name in config.models:  # unknown names fail before any training
+        registry.get("model", config.model_params.get(name, {}).get("registry_model", name.split(":")[0]))
     ids = []
     for name in config.models:
         for seed in config.seeds:

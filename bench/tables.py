@@ -49,7 +49,10 @@ def leaderboard_rows(runs: list[Run]) -> list[dict[str, Any]]:
         for name in names:
             mean, std = _mean_std([r.metrics[name] for r in group if name in r.metrics])
             row[name] = {"mean": mean, "std": std}
-        timing = lambda key: float(np.mean([r.timings.get(key, np.nan) for r in group]))  # noqa: E731
+
+        def timing(key: str, group: list[Run] = group) -> float:
+            return float(np.mean([r.timings.get(key, np.nan) for r in group]))
+
         row["params"] = int(group[0].timings.get("params", 0))
         row["train_samples_per_s"] = timing("train_samples_per_s")
         row["eval_users_per_s"] = timing("eval_users_per_s")

@@ -1,0 +1,342 @@
+"""`bench tune`: Optuna studies over hyperparameters, plugin combinations and devices.
+
+The objective is the validation metric (never test). Each trial's search space is the common training
+knobs (declared once, below) plus the model's own `search_space(trial)` and, with `--sweep`, plugin
+choices as categorical parameters. Studies live in a storage URL (SQLite under the results dir by
+default) and resume: the trials already in the study count toward `--trials`, and any number of
+processes or machines pointed at one storage share the work, finishing exactly `--trials` trials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+import registry
+from bench.device import cpu_count, resolve_device, seed_everything, set_threads
+from bench.runner import DataConfig, RunConfig, build_model, load_data, split_params
+from bench.trainer import NaNLossError, train
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+SWEEPS = ("interactions", "sampler")
+INTERACTIONS = ("fm", "cin", "attention")
+INTERACTION_COMBOS = tuple(",".join(c) for n in (1, 2, 3) for c in itertools.combinations(INTERACTIONS, n))
+
+
+def common_space(trial: optuna.Trial) -> dict[str, Any]:
+    """Training knobs every model shares, declared once."""
+    return {
+        "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
+        "num_negatives": trial.suggest_int("num_negatives", 1, 8),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+        "fm_dim": trial.suggest_categorical("fm_dim", [8, 16, 32, 64]),
+    }
+
+
+def trial_params(trial: optuna.Trial, model: str, sweep: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """(registry model name, run params) for one trial: common knobs + the model's space + sweeps."""
+    params = common_space(trial)
+    if "interactions" in sweep:
+        model = "composed"
+        params["interactions"] = trial.suggest_categorical("interactions", INTERACTION_COMBOS)
+        for name in params["interactions"].split(","):
+            options = registry.search_space("interaction", name, trial)
+            if options:
+                params.setdefault("interaction_options", {})[name] = options
+        params["mlp"] = _mlp(trial)
+        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    else:
+        params.update(registry.search_space("model", model, trial))
+    if "sampler" in sweep:
+        params["sampler"] = trial.suggest_categorical("sampler", ["uniform", "popularity"])
+        if params["sampler"] == "popularity":
+            params["sampler_options"] = {"alpha": trial.suggest_float("popularity.alpha", 0.25, 1.0)}
+    return model, params
+
+
+def _mlp(trial: optuna.Trial) -> list[int]:
+    depth = trial.suggest_int("mlp_depth", 0, 3)
+    width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
+    return [max(width // 2**i, 8) for i in range(depth)]
+
+
+@dataclass
+class TuneConfig:
+    run: RunConfig
+    model: str
+    trials: int = 50
+    timeout: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    n_jobs: int = 1
+    threads: int | None = None
+    device: str = "cpu"
+    sweep: tuple[str, ...] = ()
+    objective: str = "NDCG@10"
+    pruner: str = "median"
+    pruner_startup: int = 5  # trials that finish before the median pruner starts pruning
+    seed: int = 0
+    results_dir: str = "results"
+    progress: bool = True
+
+    def study_name(self) -> str:
+        if self.study:
+            return f"{self.study}-{self.model}-{self.device}"
+        sweep = f"-sweep_{'+'.join(self.sweep)}" if self.sweep else ""
+        return f"{self.run.data.label()}-{self.model}{sweep}-{self.device}"
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        path = Path(self.results_dir).resolve() / "optuna.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (path ending .log/.journal), else an RDB URL with a heartbeat for crashed trials."""
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                                      engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                                      else {})
+
+
+def open_study(cfg: TuneConfig) -> optuna.Study:
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if cfg.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=1)
+    study = optuna.create_study(storage=_storage(cfg.storage_url()), study_name=cfg.study_name(),
+                                direction="maximize", load_if_exists=True, pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=None))
+    for key, value in (("model", cfg.model), ("device", cfg.device), ("objective", cfg.objective),
+                       ("dataset", cfg.run.data.label()), ("sweep", ",".join(cfg.sweep))):
+        study.set_user_attr(key, value)
+    return study
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=DONE))
+
+
+class _Stop:
+    """Ctrl-C: finish the current trial, then stop; a second Ctrl-C interrupts it."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after the current trial (Ctrl-C again to abort it)", flush=True)
+
+
+class _Surplus(Exception):
+    """Another worker took the last trial of the budget at the same moment."""
+
+
+CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError, _Surplus)  # out of memory is a RuntimeError
+
+
+def work(cfg: TuneConfig, worker: int = 0, data: Any = None) -> int:
+    """One worker: run trials until the study holds cfg.trials finished ones. Returns the trials it ran.
+
+    Each trial goes through `study.optimize(n_trials=1)` so Optuna keeps its heartbeat (a crashed
+    worker's trial is failed, not counted as running forever) and records failures and pruning.
+    """
+    set_threads(cfg.threads)
+    study = open_study(cfg)
+    data = data if data is not None else load_data(cfg.run.data)
+    device = resolve_device(cfg.device)
+    stop = _Stop()
+    previous = signal.signal(signal.SIGINT, stop) if worker == 0 and _main_thread() else None
+    started = time.monotonic()
+    bar = _progress(cfg, study) if worker == 0 else None
+    surplus = {"hit": False}
+    ran = 0
+    try:
+        while not stop.requested and not surplus["hit"]:
+            if cfg.timeout and time.monotonic() - started > cfg.timeout:
+                break
+            optuna.storages.fail_stale_trials(study)
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished(study) + running >= cfg.trials:
+                break
+            study.optimize(lambda trial: _objective(study, trial, cfg, data, device, surplus), n_trials=1,
+                           catch=CATCH, gc_after_trial=False, show_progress_bar=False)
+            ran += 0 if surplus["hit"] else 1
+            if bar is not None:
+                bar.n = finished(study)
+                best = _best(study)
+                bar.set_postfix(best=f"{best.value:.4f}" if best else "-")
+                bar.refresh()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+    return ran
+
+
+def _real_trials_before(study: optuna.Study, number: int) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus"))
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress(cfg: TuneConfig, study: optuna.Study):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.trials, initial=finished(study), desc=f"tune {cfg.model}", disable=not cfg.progress,
+                dynamic_ncols=True)
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: Any, device: Any,
+               surplus: dict[str, bool]) -> float:
+    """Train one configuration; the best validation value of cfg.objective over its epochs."""
+    if _real_trials_before(study, trial.number) >= cfg.trials:
+        surplus["hit"] = True
+        trial.set_user_attr("surplus", True)
+        raise _Surplus(f"study already has {cfg.trials} trials")
+    model_name, params = trial_params(trial, cfg.model, cfg.sweep)
+    trial.set_user_attr("run_params", json.dumps(params))
+    trial.set_user_attr("registry_model", model_name)
+    trial.set_user_attr("device", str(device))
+    model_kw, train_kw = split_params(dict(params))
+    train_cfg = replace(cfg.run.train, seed=cfg.seed + trial.number, val_metric=cfg.objective, progress=False,
+                        **train_kw)
+    started = time.perf_counter()
+
+    def report(epoch: int, row: dict[str, float]) -> None:
+        trial.report(row[f"val_{cfg.objective}"], epoch)
+        if trial.should_prune():
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    try:
+        seed_everything(train_cfg.seed)
+        model = build_model(model_name, data, cfg.run.fm_dim, model_kw).to(device)
+        result = train(model, data, train_cfg, device, on_epoch=report)
+    except CATCH as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        raise
+    trial.set_user_attr("seconds", time.perf_counter() - started)
+    trial.set_user_attr("train_samples_per_s", result.samples_per_s)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    return result.best_value
+
+
+def _worker_main(cfg: TuneConfig, worker: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    work(cfg, worker)
+
+
+def tune(cfg: TuneConfig) -> optuna.Study:
+    """Run the study to cfg.trials finished trials with cfg.n_jobs worker processes (threads shared)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cores = cpu_count()
+    if cfg.threads is None:
+        cfg = replace(cfg, threads=max(1, cores // max(cfg.n_jobs, 1)))
+    study = open_study(cfg)  # create it once before the workers race to
+    if cfg.n_jobs <= 1:
+        work(cfg)
+        return study
+    ctx = mp.get_context("spawn")
+    helpers = [ctx.Process(target=_worker_main, args=(cfg, w), daemon=True) for w in range(1, cfg.n_jobs)]
+    for p in helpers:
+        p.start()
+    try:
+        work(cfg, 0)
+    finally:
+        for p in helpers:
+            p.join()
+    return study
+
+
+def best_rows(study: optuna.Study, top: int = 5) -> list[dict[str, Any]]:
+    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    return [{"trial": t.number, "value": t.value, "seconds": t.user_attrs.get("seconds"),
+             "samples_per_s": t.user_attrs.get("train_samples_per_s"),
+             "params": json.loads(t.user_attrs.get("run_params", "{}"))} for t in trials[:top]]
+
+
+def summary(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in study.get_trials(deepcopy=False, states=DONE):
+        if not t.user_attrs.get("surplus"):
+            counts[t.state.name.lower()] += 1
+    return counts
+
+
+def best_params_path(results_dir: str | Path, data: DataConfig, model: str) -> Path:
+    return Path(results_dir) / "best_params" / f"{data.label()}-{model}.json"
+
+
+def save_best(study: optuna.Study, cfg: TuneConfig) -> Path:
+    best = study.best_trial
+    payload = {
+        "model": best.user_attrs.get("registry_model", cfg.model), "tuned_as": cfg.model,
+        "dataset": cfg.run.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
+        "trial": best.number, "study": cfg.study_name(), "storage": cfg.storage_url(), "device": cfg.device,
+        "params": json.loads(best.user_attrs["run_params"]),
+    }
+    path = best_params_path(cfg.results_dir, cfg.run.data, cfg.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def load_best_params(spec: str, results_dir: str, data: DataConfig,
+                     models: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """--params best (the saved best of each model under the results dir) or --params FILE.json.
+
+    Returns {model: {"registry_model": ..., **params}} for the models that have tuned params.
+    """
+    payloads = []
+    if spec == "best":
+        for model in models:
+            path = best_params_path(results_dir, data, model)
+            if path.exists():
+                payloads.append(json.loads(path.read_text()))
+        if not payloads:
+            raise ValueError(f"--params best: no tuned params for {', '.join(models)} on {data.label()} under "
+                             f"{Path(results_dir) / 'best_params'}; run `bench tune` first")
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise ValueError(f"--params {spec}: no such file (expected 'best' or a JSON file from bench tune)")
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--params {spec}: not valid JSON ({exc})") from None
+        payloads = loaded if isinstance(loaded, list) else [loaded]
+        for p in payloads:
+            if not isinstance(p, dict) or "params" not in p or "model" not in p:
+                raise ValueError(f"--params {spec}: expected objects with 'model' and 'params' keys")
+    return {p.get("tuned_as", p["model"]): {"registry_model": p["model"], **p["params"]} for p in payloads}

@@ -1,0 +1,129 @@
+"""`bench tune`: studies complete, resume, share work between processes, survive failures, prune."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+import bench.trainer as trainer_mod
+import bench.tuner as tuner_mod
+from bench.cli import main
+from bench.evaluator import EvalResult
+from bench.runner import DataConfig, RunConfig
+from bench.trainer import TrainConfig
+from bench.tuner import TuneConfig, load_best_params, open_study, tune
+
+SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
+SYNTH = ["--dataset", "synthetic"] + [a for k, v in SYNTH_OPTS.items() for a in ("--dataset-opt", f"{k}={v}")]
+FAST = ["--epochs", "1", "--no-progress", "--threads", "1"]
+
+
+def config(tmp_path, **kw) -> TuneConfig:
+    run = RunConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS),
+                    train=TrainConfig(epochs=1, progress=False))
+    base = TuneConfig(run=run, model="fm", trials=3, results_dir=str(tmp_path), progress=False, threads=1)
+    return replace(base, **kw)
+
+
+def test_study_completes_saves_best_params_and_resumes(tmp_path):
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "3", *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "best_params" / "synthetic[n_interactions=3000,n_items=90,n_users=60]-fm.json")
+                       .read_text())
+    assert saved["model"] == "fm" and {"lr", "weight_decay", "num_negatives", "fm_dim"} <= set(saved["params"])
+    study = open_study(config(tmp_path))
+    first = {t.number: t.params for t in study.get_trials()}
+    assert len(first) == 3
+    # the same command with a larger budget continues the study; nothing is repeated
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "5", *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    trials = open_study(config(tmp_path)).get_trials()
+    assert len(trials) == 5 and {t.number: t.params for t in trials if t.number < 3} == first
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    # --params best feeds the tuned configuration to bench run
+    params = load_best_params("best", str(tmp_path), config(tmp_path).run.data, ("fm", "neumf"))
+    assert set(params) == {"fm"} and params["fm"]["registry_model"] == "fm"
+
+
+def test_params_best_reruns_tuned_next_to_defaults_and_baseline(tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"model": "fm", "params": {"lr": 0.005, "fm_dim": 8}}))
+    res = CliRunner().invoke(main, ["run", "--models", "fm", "--params", str(best), *SYNTH, *FAST,
+                                    "--baseline", "mostpop", "--results-dir", str(tmp_path), "--format", "json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert {r["model"] for r in json.loads(res.stdout)} == {"fm", "fm:tuned", "mostpop"}
+    bad = CliRunner().invoke(main, ["run", "--models", "fm", "--params", str(tmp_path / "nope.json"), *SYNTH])
+    assert bad.exit_code != 0 and "no such file" in bad.output
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_two_worker_processes_share_one_study_exactly(tmp_path, storage):
+    url = f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else str(tmp_path / "shared.journal")
+    cmd = [sys.executable, "-m", "bench", "tune", "--models", "fm", "--trials", "6", "--study", "shared",
+           "--storage", url, *SYNTH, *FAST, "--results-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outs
+    study = optuna.load_study(study_name="shared-fm-cpu", storage=tuner_mod._storage(url))
+    real = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
+    assert len(real) == 6 and all(t.state == TrialState.COMPLETE for t in real)
+    assert sorted(t.number for t in real) == sorted(set(t.number for t in real))
+    ran_by = [out[0] + out[1] for out in outs]
+    assert all("trials" in text for text in ran_by)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
+    original = tuner_mod.build_model
+    calls = {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return original(*args, **kw)
+
+    monkeypatch.setattr(tuner_mod, "build_model", flaky)
+    study = tune(config(tmp_path, trials=3))
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 2
+    failed = next(t for t in study.get_trials() if t.state == TrialState.FAIL)
+    assert "out of memory" in failed.user_attrs["fail_reason"]
+
+
+def test_pruning_prunes_a_hopeless_trial(tmp_path, monkeypatch):
+    # trials 0-2 report 0.5 every epoch, trial 3 reports 0.01: the median pruner must stop it
+    per_trial = iter([0.5] * 3 + [0.5] * 3 + [0.5] * 3 + [0.01] * 3)
+
+    def scripted(model, data, **kw):
+        v = next(per_trial)
+        return EvalResult(metrics={"NDCG@10": v}, per_user={}, users=None, n_candidates=0.0, protocol="full",
+                          ties="expected", num_negatives=None, split="val", seconds=0.0, users_per_s=0.0)
+
+    monkeypatch.setattr(trainer_mod, "evaluate", scripted)
+    cfg = config(tmp_path, trials=4, pruner_startup=2)
+    cfg = replace(cfg, run=replace(cfg.run, train=TrainConfig(epochs=3, patience=10, progress=False)))
+    study = tune(cfg)
+    states = [t.state for t in sorted(study.get_trials(), key=lambda t: t.number)]
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    assert len(study.get_trials()[3].intermediate_values) == 2  # stopped after epoch 2, not 3
+
+
+def test_sweep_makes_plugin_choices_categorical(tmp_path):
+    study = tune(config(tmp_path, trials=4, sweep=("interactions", "sampler")))
+    trials = study.get_trials()
+    assert all({"interactions", "sampler"} <= set(t.params) for t in trials)
+    assert all(t.user_attrs["registry_model"] == "composed" for t in trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
