@@ -1,0 +1,177 @@
+"""prepare(): DatasetFrames -> InteractionData (encoded features, temporal split, CSR positives).
+
+Users are the users with at least one positive and items (the candidate pool) the items with at least
+one positive, in any split, as in the reference notebook: an item nobody liked is never a candidate.
+Every feature column is encoded by its encoder plugin, fitted on the kept users' / items' rows. The id
+field's encoder orders the rows: row r of a side's feature matrix is the entity whose id encodes to r,
+so encoding a raw id *is* finding its row (row 0: all zeros, unknown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+import registry
+from bench.data.split import TEST, TRAIN, VAL, temporal_split
+from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs
+from bench.encoding import Encoder
+from bench.features import SIDES, FeatureSpec
+
+ID_COLUMNS = {"user": "user_id", "item": "item_id"}
+
+
+@dataclass
+class _EncodedSide:
+    """One side's fitted encoders and the codes of its kept rows, ordered by the id field (row 1..n)."""
+
+    columns: list[ColumnSchema]
+    encoders: dict[str, Encoder]
+    codes: dict[str, np.ndarray]  # field name -> (n, max_len) codes of rows 1..n
+    raw_ids: np.ndarray  # raw id of rows 1..n
+
+
+def prepare(frames: DatasetFrames, threshold: float = 4.0, min_interactions: int = 3,
+            field_dims: dict[str, int] | None = None) -> InteractionData:
+    """Encode, split and index a dataset; see the module docstring for which users and items are kept."""
+    _check_schema(frames)
+    positives = temporal_split(frames.interactions, threshold, min_interactions)
+    sides = {
+        side: _encode_side(frames, side, np.asarray(pd.unique(positives[ID_COLUMNS[side]])))
+        for side in SIDES
+    }
+    spec = _build_spec(sides, field_dims or {})
+    user_enc = sides["user"].encoders[ID_COLUMNS["user"]]
+    item_enc = sides["item"].encoders[ID_COLUMNS["item"]]
+    n_users, n_items = user_enc.vocab_size, item_enc.vocab_size
+
+    users = user_enc.transform(positives["user_id"])
+    items = item_enc.transform(positives["item_id"])
+    split = positives["split"].to_numpy()
+    train, val, test = (Pairs(users[split == s], items[split == s]) for s in (TRAIN, VAL, TEST))
+
+    all_users = user_enc.transform(frames.interactions["user_id"])
+    all_items = item_enc.transform(frames.interactions["item_id"])
+    kept = (all_users > 0) & (all_items > 0)
+    seen_csr = Csr.from_pairs(all_users[kept], all_items[kept], n_users, n_items)
+
+    ratings = pd.to_numeric(frames.interactions["rating"])
+    info = {
+        "encoders": {name: enc for s in sides.values() for name, enc in s.encoders.items()},
+        "threshold": threshold,
+        "min_interactions": min_interactions,
+        "rating_range": (float(ratings.min()), float(ratings.max())),
+        "n_interactions": len(frames.interactions),
+        "n_positives": len(positives),
+        "n_users": n_users - 1,
+        "n_items": n_items - 1,
+        "n_users_eval": len(test),
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_test": len(test),
+        "n_seen": seen_csr.nnz,
+    }
+    return InteractionData(
+        spec=spec,
+        user_features=_feature_matrix(spec, "user", sides["user"]),
+        item_features=_feature_matrix(spec, "item", sides["item"]),
+        train=train, val=val, test=test,
+        train_csr=Csr.from_pairs(train.users, train.items, n_users, n_items),
+        seen_csr=seen_csr,
+        user_ids=np.concatenate([[None], sides["user"].raw_ids.astype(object)]),
+        item_ids=np.concatenate([[None], sides["item"].raw_ids.astype(object)]),
+        name=frames.name,
+        info=info,
+    )
+
+
+def _check_schema(frames: DatasetFrames) -> None:
+    """Each side has exactly one id column, named user_id / item_id, and every listed column exists."""
+    for column in frames.schema:
+        if column.side not in SIDES:
+            raise ValueError(f"{frames.name}: schema column {column.name!r} has side {column.side!r}, "
+                             f"expected one of {SIDES}")
+    for side in SIDES:
+        ids = [c.name for c in frames.schema if c.side == side and c.is_id]
+        if ids != [ID_COLUMNS[side]]:
+            raise ValueError(f"{frames.name}: the schema must mark exactly one {side} column as is_id, named "
+                             f"{ID_COLUMNS[side]!r}; found {ids}")
+        frame = frames.users if side == "user" else frames.items
+        missing = [c.name for c in frames.schema if c.side == side and c.name not in frame.columns]
+        if missing:
+            raise ValueError(f"{frames.name}: the {side}s frame lacks schema columns {missing}; "
+                             f"it has {list(frame.columns)}")
+
+
+def _create_encoder(column: ColumnSchema) -> Encoder:
+    try:
+        return registry.create("encoder", column.encoder, **column.options)
+    except TypeError as exc:
+        raise TypeError(f"column {column.name!r}: encoder {column.encoder!r} rejects options "
+                        f"{column.options}: {exc}") from exc
+
+
+def _encode_side(frames: DatasetFrames, side: str, kept_ids: np.ndarray) -> _EncodedSide:
+    """Fit every encoder of one side on the kept rows; order the rows by their id code."""
+    id_column = ID_COLUMNS[side]
+    frame = frames.users if side == "user" else frames.items
+    duplicated = frame[id_column].duplicated()
+    if duplicated.any():
+        raise ValueError(f"{frames.name}: the {side}s frame repeats {id_column} "
+                         f"{frame[id_column][duplicated].iloc[0]!r}; ids must be unique")
+    position = pd.Index(frame[id_column]).get_indexer(kept_ids)
+    if (position < 0).any():
+        absent = kept_ids[position < 0]
+        raise ValueError(f"{frames.name}: {len(absent)} {id_column}s of the interactions are absent from the "
+                         f"{side}s frame, e.g. {absent[:5].tolist()}")
+    rows = frame.iloc[position].reset_index(drop=True)
+    columns = [c for c in frames.schema if c.side == side]
+    encoders, codes = {}, {}
+    for column in columns:
+        encoder = _create_encoder(column)
+        encoded = np.asarray(encoder.fit_transform(rows[column.name]), dtype=np.int64)
+        codes[column.name] = encoded.reshape(len(rows), -1)
+        encoders[column.name] = encoder
+        if encoder.vocab_size < 2:
+            raise ValueError(f"{frames.name}: column {column.name!r} ({column.encoder}) has no value among the "
+                             f"kept {side}s; drop it from the schema")
+    id_codes = codes[id_column][:, 0]
+    if not np.array_equal(np.sort(id_codes), np.arange(1, len(rows) + 1)):
+        raise ValueError(f"{frames.name}: encoder {encoders[id_column].name!r} of {id_column} must give each of "
+                         f"the {len(rows)} kept {side}s a distinct index in 1..{len(rows)} (use 'label')")
+    order = np.argsort(id_codes)
+    return _EncodedSide(
+        columns=columns,
+        encoders=encoders,
+        codes={name: c[order] for name, c in codes.items()},
+        raw_ids=rows[id_column].to_numpy()[order],
+    )
+
+
+def _build_spec(sides: dict[str, _EncodedSide], field_dims: dict[str, int]) -> FeatureSpec:
+    names = [c.name for s in sides.values() for c in s.columns]
+    unknown = sorted(set(field_dims) - set(names))
+    if unknown:
+        raise ValueError(f"field_dims names unknown fields {unknown}; fields are {names}")
+    fields = []
+    for side, encoded in sides.items():
+        for column in encoded.columns:
+            encoder = encoded.encoders[column.name]
+            fields.append({
+                "name": column.name, "side": side, "vocab_size": encoder.vocab_size,
+                "dim": field_dims.get(column.name), "multi_valued": encoder.multi_valued,
+                "max_len": encoded.codes[column.name].shape[1], "is_id": column.is_id,
+            })
+    return FeatureSpec.build(fields)
+
+
+def _feature_matrix(spec: FeatureSpec, side: str, encoded: _EncodedSide) -> torch.Tensor:
+    """(n + 1, columns) int64; row 0 stays zero (unknown)."""
+    n = len(encoded.raw_ids)
+    matrix = np.zeros((n + 1, spec.num_columns(side)), dtype=np.int64)
+    for field in spec.side(side):
+        matrix[1:, field.columns] = encoded.codes[field.name]
+    return torch.from_numpy(matrix)

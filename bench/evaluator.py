@@ -1,0 +1,196 @@
+"""Leave-one-out evaluation: rank each user's held-out item among candidates, under two protocols.
+
+full     every pool item (rows 1..n_items-1) competes, except what the user has already shown us: the
+         training items, and for test also the validation item. (The original notebook masked only
+         training items at test time, so the validation item, which a good model ranks high, competed
+         with the answer.) The held-out item itself always competes, even if it also appears in train.
+sampled  the held-out item against `num_negatives` items the user never interacted with, drawn with a
+         fixed seed (the NCF protocol: cheaper, but optimistic and not comparable with `full`).
+
+Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), in user chunks sized
+so one chunk's pair embeddings stay around 64 MB; rank counts come from `bench.metrics.rank_counts`
+and metrics from `bench.metrics.ranking_metrics`, so tie handling is one explicit policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.data.eval_negatives import sample_eval_negatives
+from bench.data.types import InteractionData, Pairs
+from bench.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
+from bench.model import RankingModel
+
+PROTOCOLS = ("full", "sampled")
+SPLITS = ("val", "test")
+CHUNK_FLOATS = 16 * 2**20  # float32 values of pair embeddings per chunk (~64 MB)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # name -> mean over users
+    per_user: dict[str, np.ndarray]  # name -> float64 per user, aligned with `users` (significance tests)
+    users: np.ndarray  # user rows evaluated
+    n_candidates: float  # mean number of candidates per user, the held-out item included
+    protocol: str
+    ties: str
+    num_negatives: int | None  # None for the full protocol
+    split: str
+    seconds: float
+    users_per_s: float
+
+
+def evaluate(model: RankingModel, data: InteractionData, split: str = "val", protocol: str = "full",
+             ks: Sequence[int] = DEFAULT_KS, ties: str = "expected", num_negatives: int = 999, seed: int = 0,
+             device: str | torch.device = "cpu", batch_users: int | None = None) -> EvalResult:
+    """Rank every `split` user's held-out item; see the module docstring for the protocols."""
+    _check_choice("split", split, SPLITS)
+    _check_choice("protocol", protocol, PROTOCOLS)
+    _check_choice("ties", ties, TIE_POLICIES)
+    ks = check_ks(ks)
+    if batch_users is not None and batch_users < 1:
+        raise ValueError(f"batch_users must be >= 1 (or None for automatic), got {batch_users}")
+    if protocol == "sampled" and (isinstance(num_negatives, bool)
+                                  or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1):
+        raise ValueError(f"num_negatives must be a positive int for the sampled protocol, got {num_negatives!r}")
+    users, items = _held_out(data, split)
+    device = torch.device(device)
+    _check_model_device(model, device)
+
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if protocol == "full":
+                greater, tied, n_candidates = _rank_full(model, data, users, items, split, device, batch_users)
+            else:
+                greater, tied, n_candidates = _rank_sampled(model, data, users, items, num_negatives, seed,
+                                                            device, batch_users)
+    finally:
+        model.train(was_training)
+    per_user = ranking_metrics(greater, tied, ks, ties)
+    seconds = time.perf_counter() - start
+    return EvalResult(
+        metrics={name: float(values.mean()) for name, values in per_user.items()},
+        per_user=per_user,
+        users=users,
+        n_candidates=n_candidates,
+        protocol=protocol,
+        ties=ties,
+        num_negatives=int(num_negatives) if protocol == "sampled" else None,
+        split=split,
+        seconds=seconds,
+        users_per_s=len(users) / seconds if seconds > 0 else float("inf"),
+    )
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"evaluate: {option}={value!r}; expected one of {', '.join(choices)}")
+
+
+def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split's (user rows, held-out item rows), checked against the feature matrices."""
+    pairs: Pairs = getattr(data, split)
+    users, items = np.asarray(pairs.users, np.int64), np.asarray(pairs.items, np.int64)
+    if len(users) == 0:
+        raise ValueError(f"data.{split} has no users to evaluate (dataset {data.name!r})")
+    if users.shape != items.shape:
+        raise ValueError(f"data.{split}: users {users.shape} and items {items.shape} are not aligned")
+    for what, rows, size in (("user", users, data.n_users), ("item", items, data.n_items)):
+        bad = rows[(rows < 1) | (rows >= size)]
+        if bad.size:
+            raise ValueError(f"data.{split}: {what} rows must be in 1..{size - 1} (row 0 is padding), "
+                             f"got {bad[:5].tolist()}")
+    return users, items
+
+
+def _check_model_device(model: RankingModel, device: torch.device) -> None:
+    param = next(model.parameters(), None)
+    if param is None:
+        return
+    here = param.device
+    if here.type != device.type or (device.index is not None and here.index != device.index):
+        raise ValueError(f"evaluate: the model is on {here} but device={str(device)!r}; move the model "
+                         f"or pass device={str(here)!r}")
+
+
+def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int) -> int:
+    """Users per chunk so chunk * items * fields * dim stays near CHUNK_FLOATS."""
+    dim = getattr(getattr(model, "embedding", None), "fm_dim", 16)
+    per_user = items_per_user * max(len(data.spec), 1) * dim
+    return max(1, CHUNK_FLOATS // per_user)
+
+
+def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray, split: str,
+               device: torch.device, batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rank counts against every pool item not already known for the user."""
+    known = [data.train_csr] + ([data.held_out_csr()] if split == "test" else [])
+    for csr in known:
+        if csr.n_items != data.n_items:
+            raise ValueError(f"evaluate: interaction CSR has {csr.n_items} item columns but the item feature "
+                             f"matrix has {data.n_items} rows")
+    user_x_all = data.user_features.to(device)
+    item_x = data.item_features.to(device)
+    chunk = batch_users or _chunk_users(model, data, data.n_items)
+    greater, tied, counts = [], [], []
+    for start in range(0, len(users), chunk):
+        rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
+        candidates = torch.ones(len(rows), data.n_items, dtype=torch.bool, device=device)
+        for csr in known:
+            r, c = csr.rows_pairs(rows)
+            candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
+        candidates[:, 0] = False  # the padding row is never a candidate
+        candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
+        scores = model.score_all(user_x_all[torch.from_numpy(rows).to(device)], item_x)
+        if scores.shape != candidates.shape:
+            raise ValueError(f"{type(model).__name__}.score_all returned {tuple(scores.shape)}, expected "
+                             f"{tuple(candidates.shape)} (users x items)")
+        g, t = rank_counts(scores, target, candidates)
+        greater.append(g)
+        tied.append(t)
+        counts.append(candidates.sum(dim=1))
+    n_candidates = torch.cat(counts).double().mean().item()
+    return _numpy(greater), _numpy(tied), n_candidates
+
+
+def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
+                  num_negatives: int, seed: int, device: torch.device,
+                  batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rank counts against a fixed-seed sample of items the user never interacted with."""
+    negatives = np.asarray(sample_eval_negatives(data, users, n=num_negatives, seed=seed, allow_fewer=True))
+    if negatives.shape != (len(users), num_negatives):
+        raise ValueError(f"sample_eval_negatives returned shape {negatives.shape}, expected "
+                         f"{(len(users), num_negatives)}")
+    if negatives.size and (negatives.min() < 0 or negatives.max() >= data.n_items):
+        raise ValueError(f"sample_eval_negatives returned item rows outside 0..{data.n_items - 1}")
+    width = num_negatives + 1
+    # column 0 is the held-out item; the rest are its negatives
+    candidates = torch.from_numpy(np.concatenate([items[:, None], negatives.astype(np.int64)], axis=1))
+    candidates = candidates.to(device)
+    user_rows = torch.from_numpy(users).to(device)
+    user_x_all, item_x_all = data.user_features.to(device), data.item_features.to(device)
+    chunk = batch_users or _chunk_users(model, data, width)
+    greater, tied = [], []
+    for start in range(0, len(users), chunk):
+        block = candidates[start:start + chunk]
+        user_x = user_x_all[user_rows[start:start + chunk].repeat_interleave(width)]
+        scores = model(user_x, item_x_all[block.reshape(-1)])
+        if scores.numel() != block.numel():
+            raise ValueError(f"{type(model).__name__}.forward returned {scores.numel()} scores for "
+                             f"{block.numel()} (user, item) rows")
+        target = torch.zeros(len(block), dtype=torch.long, device=device)
+        g, t = rank_counts(scores.reshape(block.shape), target, block != 0)  # 0 pads a short user's row
+        greater.append(g)
+        tied.append(t)
+    return _numpy(greater), _numpy(tied), float(1 + (negatives != 0).sum(axis=1).mean())
+
+
+def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
+    return torch.cat(parts).cpu().numpy().astype(np.int64, copy=False)

@@ -1,0 +1,73 @@
+"""`uniform`: negatives drawn uniformly from the item pool, rejecting the user's training positives.
+
+Only *training* positives are rejected: a user's validation and test items may be drawn as training
+negatives, since excluding them would tell the model which items are held out (the original notebook's
+leak). Every negative of an epoch is drawn in one call, only the rejected ones are redrawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.data.base import NegativeSampler, TrainSamples
+from bench.data.types import InteractionData
+
+
+class UniformSampler(NegativeSampler):
+    """Each pool item equally likely as a negative; draws depend only on (seed, epoch)."""
+
+    name = "uniform"
+
+    def __init__(self, num_negatives: int = 4, seed: int = 0, **options: Any):
+        super().__init__(num_negatives=num_negatives, seed=seed)
+        if options:
+            raise TypeError(f"{self.name} sampler: unknown options {sorted(options)}")
+        self.data: InteractionData | None = None
+
+    def fit(self, data: InteractionData) -> UniformSampler:
+        self.data = data
+        self._check_coverage(data, drawable=self._fit_proposal(data))
+        return self
+
+    def _fit_proposal(self, data: InteractionData) -> np.ndarray:
+        """Prepare `_draw`; return which item rows it can give (bool, n_items)."""
+        return np.ones(data.n_items, dtype=bool)
+
+    def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """`size` item rows from the proposal distribution (here uniform over the pool, rows 1..n-1)."""
+        return rng.integers(1, self.data.n_items, size=size)
+
+    def sample(self, epoch: int) -> TrainSamples:
+        if self.data is None:
+            raise RuntimeError(f"{self.name} sampler: call fit(data) before sample(epoch)")
+        train, csr = self.data.train, self.data.train_csr
+        rng = np.random.default_rng((self.seed, epoch))
+        users = np.repeat(train.users, self.num_negatives)
+        negatives = self._draw(rng, len(users))
+        rejected = np.flatnonzero(csr.contains(users, negatives))
+        while rejected.size:
+            negatives[rejected] = self._draw(rng, rejected.size)
+            rejected = rejected[csr.contains(users[rejected], negatives[rejected])]
+        n_pos = len(train)
+        return TrainSamples(
+            np.concatenate([train.users, users]),
+            np.concatenate([train.items, negatives]),
+            np.concatenate([np.ones(n_pos, np.float32), np.zeros(len(users), np.float32)]),
+        )
+
+    def _check_coverage(self, data: InteractionData, drawable: np.ndarray) -> None:
+        """Fail, naming the user, when a user's training positives cover every drawable pool item."""
+        drawable = drawable.copy()
+        drawable[0] = False  # row 0 is the unknown item, never a candidate
+        csr = data.train_csr
+        rows = np.repeat(np.arange(csr.n_users), csr.counts())
+        covered = np.bincount(rows, weights=drawable[csr.indices], minlength=csr.n_users)
+        full = np.flatnonzero((covered >= drawable.sum()) & (csr.counts() > 0))
+        if full.size:
+            user = int(full[0])
+            raise ValueError(
+                f"{self.name} sampler: user row {user} (raw id {data.user_ids[user]!r}) has training positives "
+                f"on all {int(drawable.sum())} items it could draw, so no negative exists for it"
+            )
