@@ -1,0 +1,172 @@
+"""Where a dataset's files come from: a local folder, or the official archive downloaded once and verified.
+
+Resolution order: explicit `data_dir` > env `BENCH_DATA_DIR` > the cache (`cache_dir`, env
+`BENCH_CACHE_DIR`, or ~/.cache/deepfm-bench), downloading there when allowed. A download goes to a temp
+file in the cache, is checked against the archive's MD5, extracted to a temp folder and only then renamed
+into place, so an interrupted or corrupt download never leaves anything a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.data.readers import DataFormatError
+
+DATA_DIR_ENV = "BENCH_DATA_DIR"
+CACHE_DIR_ENV = "BENCH_CACHE_DIR"
+DEFAULT_CACHE = Path("~/.cache/deepfm-bench")
+CHECKSUMS = "MD5SUMS"
+
+
+class ChecksumError(DataFormatError):
+    """A file or archive does not have the MD5 it should."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An official dataset archive: `folder` is its top-level directory, `marker` a file inside it."""
+
+    folder: str
+    url: str
+    md5: str
+    marker: str
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)  # the published sums are MD5
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def locate(archive: Archive, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+           download: bool = True) -> Path:
+    """The folder holding the dataset's files, verified against its MD5SUMS when it has one."""
+    if data_dir is not None:
+        folder = _dataset_folder(Path(data_dir).expanduser(), archive)
+        if folder is None:
+            raise FileNotFoundError(f"data_dir {data_dir} holds neither {archive.marker} nor "
+                                    f"{archive.folder}/{archive.marker}")
+        return verify_checksums(folder)
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        folder = _dataset_folder(Path(env).expanduser(), archive)
+        if folder is not None:
+            return verify_checksums(folder)
+    cached = cache_root(cache_dir) / archive.folder
+    if (cached / archive.marker).is_file():
+        return verify_checksums(cached)
+    if not download:
+        looked = f"{DATA_DIR_ENV}={env} and " if env else ""
+        raise FileNotFoundError(
+            f"{archive.folder} not found (looked in {looked}{cached}) and download=False. Get {archive.url}, "
+            f"unzip it and pass data_dir=<folder> (or set {DATA_DIR_ENV}), or allow download=True"
+        )
+    return fetch(archive, cache_root(cache_dir))
+
+
+def _dataset_folder(path: Path, archive: Archive) -> Path | None:
+    """`path` itself when it is the dataset folder, or its `archive.folder` child."""
+    for candidate in (path, path / archive.folder):
+        if (candidate / archive.marker).is_file():
+            return candidate
+    return None
+
+
+def verify_checksums(folder: Path) -> Path:
+    """Check every file listed in `folder/MD5SUMS` (md5sum format); a mismatch or missing file raises."""
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        return folder
+    for number, line in enumerate(sums.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        expected, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        if len(expected) != 32 or not name:
+            raise DataFormatError(f"{sums}: line {number}: expected '<md5>  <file name>', got {line!r}")
+        target = folder / name
+        if not target.is_file():
+            raise ChecksumError(f"{sums}: line {number}: lists {name}, which is missing from {folder}")
+        actual = md5_of(target)
+        if actual != expected.lower():
+            raise ChecksumError(f"{target}: MD5 is {actual}, but {sums} line {number} expects {expected}; "
+                                "the file is corrupt or was modified")
+    return folder
+
+
+def fetch(archive: Archive, root: Path) -> Path:
+    """Download, verify, extract and atomically install `archive` under `root`; returns its folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / archive.folder
+    if final.exists():
+        raise FileExistsError(f"{final} exists but has no {archive.marker} (not a complete {archive.folder}); "
+                              "remove it and load again")
+    fd, part_name = tempfile.mkstemp(dir=root, prefix=f".{archive.folder}-", suffix=".zip.part")
+    os.close(fd)
+    part = Path(part_name)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{archive.folder}-extract-"))
+    try:
+        actual = _download(archive.url, part)
+        if actual != archive.md5:
+            raise ChecksumError(f"{archive.url}: downloaded archive has MD5 {actual}, expected {archive.md5}; "
+                                "nothing was cached (retry, or check the URL)")
+        folder = _extract(part, staging, archive)
+        _write_checksums(folder)
+        try:
+            os.replace(folder, final)
+        except OSError:
+            if not (final / archive.marker).is_file():  # not another process winning the same race
+                raise
+        return verify_checksums(final)
+    finally:
+        part.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download(url: str, dest: Path) -> str:
+    """Stream `url` into `dest`, returning the MD5 of what arrived."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"could not download {url}: {exc}; download it by hand, unzip it and pass "
+                              f"data_dir=<folder> (or set {DATA_DIR_ENV})") from exc
+    return digest.hexdigest()
+
+
+def _extract(zip_path: Path, staging: Path, archive: Archive) -> Path:
+    """Unzip into `staging` (refusing paths that escape it); returns the folder holding the marker."""
+    with zipfile.ZipFile(zip_path) as zf:
+        for name in zf.namelist():
+            target = (staging / name).resolve()
+            if not target.is_relative_to(staging.resolve()):
+                raise DataFormatError(f"{zip_path}: member {name!r} would extract outside the cache folder")
+        zf.extractall(staging)
+    folder = _dataset_folder(staging, archive)
+    if folder is None:
+        raise DataFormatError(f"{archive.url}: archive has no {archive.folder}/{archive.marker}")
+    return folder
+
+
+def _write_checksums(folder: Path) -> None:
+    """Record what was verified, so later loads from the cache detect a file changed since."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    lines = [f"{md5_of(p)}  {p.relative_to(folder).as_posix()}" for p in files]
+    (folder / CHECKSUMS).write_text("\n".join(lines) + "\n")
