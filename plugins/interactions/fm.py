@@ -1,0 +1,28 @@
+"""The FM second-order term as an interaction layer (Rendle 2010): sum over field pairs of <v_i, v_j>."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench import fm_kernels
+
+
+class FMInteraction(nn.Module):
+    """Pairwise inner products of the field embeddings, summed: (B, F, D) -> (B, 1)."""
+
+    def __init__(self, num_fields: int, dim: int):
+        super().__init__()
+        self.num_fields, self.dim = num_fields, dim
+        self.out_dim = 1
+
+    def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        # looked up on the module at call time, so the kernel chosen by bench.fm_kernels is always used
+        return fm_kernels.fm_interaction(field_embeddings)
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """FM has no knobs of its own."""
+        return {}

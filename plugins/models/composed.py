@@ -1,0 +1,128 @@
+"""The generic composition behind FM, DeepFM, xDeepFM and AutoInt: linear + interaction layers + MLP.
+
+Interaction layers come from the registry by name, so a third-party layer composes like a built-in:
+``bench run --models composed --set composed.interactions=fm,cin --set composed.cin.layers=64,64``.
+An interaction's own options are given as ``"<interaction>.<option>"`` keyword arguments (the names its
+`search_space` suggests, so an Optuna trial's params can be passed straight back) or as
+``interaction_options={"cin": {"layers": (64, 64)}}`` (``"cin.layers"`` inside is fine too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+import registry
+from bench.embedding import Embedded
+from bench.features import FeatureSpec
+from bench.layers import MLP
+from bench.model import RankingModel
+
+
+def interaction_names(interactions: Sequence[str] | str) -> tuple[str, ...]:
+    """("fm", "cin") or "fm,cin" -> ("fm", "cin"); a name given twice is an error."""
+    parts = interactions.split(",") if isinstance(interactions, str) else interactions
+    names = tuple(str(p).strip() for p in parts if str(p).strip())
+    if len(set(names)) != len(names):
+        raise ValueError(f"interactions: each layer may appear once, got {list(names)}")
+    return names
+
+
+def mlp_sizes(mlp: Sequence[int] | int | str | None) -> tuple[int, ...]:
+    """(128, 64), 128, "128,64" -> hidden widths; None, "" or () -> no MLP."""
+    if mlp is None:
+        return ()
+    parts = mlp.split(",") if isinstance(mlp, str) else [mlp] if isinstance(mlp, int) else mlp
+    try:
+        sizes = tuple(int(p) for p in parts if str(p).strip())
+        valid = all(size >= 1 for size in sizes)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"mlp: expected positive widths such as (128, 64, 32) or '128,64,32', got {mlp!r}")
+    return sizes
+
+
+def fm_dim_space(trial: Any) -> int:
+    """The embedding dim, with the very choices of the tuner's common space: Optuna refuses one name
+    suggested with two different distributions in a trial."""
+    return trial.suggest_categorical("fm_dim", [8, 16, 32, 64])
+
+
+def deep_space(trial: Any) -> dict[str, Any]:
+    """The knobs every embedding + MLP model shares; names are the constructor's keywords."""
+    return {
+        "fm_dim": fm_dim_space(trial),
+        "mlp": trial.suggest_categorical("mlp", ["64,32", "128,64", "128,64,32", "256,128,64"]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+    }
+
+
+class ComposedModel(RankingModel):
+    """Interaction plugins composed: bias + first order + each layer (via a Linear if wider) + MLP(flat)."""
+
+    def __init__(self, spec: FeatureSpec, fm_dim: int = 16, interactions: Sequence[str] | str = ("fm",),
+                 mlp: Sequence[int] | str | None = (128, 64, 32), dropout: float = 0.2,
+                 interaction_options: Mapping[str, Mapping[str, Any]] | None = None, **options: Any):
+        super().__init__(spec, fm_dim)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout!r}")
+        names = interaction_names(interactions)
+        per_layer = self._layer_options(names, interaction_options or {}, options)
+        self.interactions = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
+        for name in names:
+            layer = self._create(name, len(spec), fm_dim, per_layer[name])
+            self.interactions[name] = layer
+            wide = layer.out_dim > 1
+            self.projections[name] = nn.Linear(layer.out_dim, 1, bias=False) if wide else nn.Identity()
+        hidden = mlp_sizes(mlp)
+        self.mlp = MLP(self.embedding.total_dim, hidden, dropout) if hidden else None
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def head(self, e: Embedded) -> torch.Tensor:
+        logit = self.bias + e.first_order.squeeze(1)
+        for name, layer in self.interactions.items():
+            logit = logit + self.projections[name](layer(e.field_embeddings)).squeeze(1)
+        if self.mlp is not None:
+            logit = logit + self.mlp(e.flat_embeddings).squeeze(1)
+        return logit
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return deep_space(trial)
+
+    def _layer_options(self, names: tuple[str, ...], nested: Mapping[str, Mapping[str, Any]],
+                       dotted: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Merge interaction_options and "<interaction>.<option>" keywords into one dict per layer."""
+        model = type(self).__name__
+        per_layer: dict[str, dict[str, Any]] = {name: {} for name in names}
+        # nested options may keep the search-space prefix: {"cin": {"cin.layers": v}} means "layers"
+        pairs = [(name, option.removeprefix(name + "."), value)
+                 for name, opts in nested.items() for option, value in opts.items()]
+        for key, value in dotted.items():
+            name, dot, option = key.partition(".")
+            if not dot or not option:
+                raise TypeError(f"{model}: unknown option {key!r}; an interaction's options are written "
+                                f"'<interaction>.<option>', e.g. 'cin.layers'")
+            pairs.append((name, option, value))
+        for name, option, value in pairs:
+            if name not in per_layer:
+                raise ValueError(f"{model}: option {name}.{option} is for interaction {name!r}, which is not "
+                                 f"among this model's interactions ({', '.join(names) or 'none'})")
+            per_layer[name][option] = value
+        return per_layer
+
+    def _create(self, name: str, num_fields: int, dim: int, options: dict[str, Any]) -> nn.Module:
+        try:
+            layer = registry.create("interaction", name, num_fields=num_fields, dim=dim, **options)
+        except TypeError as exc:
+            model = type(self).__name__
+            raise TypeError(f"{model}: interaction {name!r} rejected options {options}: {exc}") from exc
+        if not isinstance(getattr(layer, "out_dim", None), int) or layer.out_dim < 1:
+            raise TypeError(f"interaction {name!r} must set an int out_dim >= 1 at build time, "
+                            f"got {getattr(layer, 'out_dim', None)!r}")
+        return layer

@@ -1,0 +1,46 @@
+"""MostPop: the popularity baseline every recommender has to beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.features import FeatureSpec
+from bench.model import RankingModel
+
+
+class MostPop(RankingModel):
+    """Scores an item by log(1 + its training count), the same for every user; nothing to train."""
+
+    trainable = False
+
+    def __init__(self, spec: FeatureSpec, fm_dim: int = 16):
+        nn.Module.__init__(self)  # no embeddings to learn, so none of RankingModel's FeatureEmbedding
+        self.spec = spec
+        self.item_column = spec.id_field("item").column
+        self.register_buffer("popularity", torch.zeros(0))
+
+    def prepare(self, data: Any) -> None:
+        counts = torch.from_numpy(np.log1p(data.item_counts()))
+        self.popularity = counts.to(self.popularity)  # the buffer's device and dtype
+
+    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        return self._item_scores(item_x)
+
+    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        # contiguous, not an expanded view: callers may write into the scores
+        return self._item_scores(item_x).unsqueeze(0).expand(user_x.shape[0], -1).contiguous()
+
+    def _item_scores(self, item_x: torch.Tensor) -> torch.Tensor:
+        if self.popularity.numel() == 0:
+            raise RuntimeError("MostPop: call prepare(data) with the training data before scoring")
+        return self.popularity[item_x[:, self.item_column]]  # an item row's id field holds the row index
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        saved = state_dict.get(prefix + "popularity")
+        if saved is not None:  # an unprepared model takes the saved counts' size
+            self.popularity = self.popularity.new_empty(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

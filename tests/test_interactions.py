@@ -1,0 +1,142 @@
+"""Interaction layers: FM against brute force, CIN and self-attention against their equations."""
+
+from __future__ import annotations
+
+import itertools
+
+import optuna
+import pytest
+import torch
+
+import registry
+from bench import fm_kernels
+from plugins.interactions.attention import SelfAttention
+from plugins.interactions.cin import CIN
+from plugins.interactions.fm import FMInteraction
+
+
+def brute_force_fm(v: torch.Tensor) -> torch.Tensor:
+    """sum over field pairs i < j of <v_i, v_j>, one pair at a time."""
+    total = torch.zeros(v.shape[0], 1, dtype=v.dtype)
+    for i, j in itertools.combinations(range(v.shape[1]), 2):
+        total[:, 0] += (v[:, i] * v[:, j]).sum(dim=1)
+    return total
+
+
+@pytest.mark.parametrize("b,f,d", [(1, 2, 1), (5, 3, 4), (7, 6, 16), (3, 11, 8)])
+def test_fm_layer_equals_pairwise_brute_force(b, f, d):
+    v = torch.randn(b, f, d, dtype=torch.float64, generator=torch.Generator().manual_seed(b * f * d))
+    layer = registry.create("interaction", "fm", num_fields=f, dim=d)
+    assert layer.out_dim == 1
+    assert torch.allclose(layer(v), brute_force_fm(v), rtol=1e-10, atol=1e-10)
+
+
+def test_fm_layer_on_the_seed_example_is_67():
+    v = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])
+    assert FMInteraction(3, 2)(v).item() == 67.0
+
+
+def test_fm_layer_goes_through_the_kernel_dispatch(monkeypatch):
+    calls = []
+
+    def fake(v: torch.Tensor) -> torch.Tensor:
+        calls.append(v.shape)
+        return v.sum((1, 2))[:, None]
+
+    monkeypatch.setattr(fm_kernels, "fm_interaction", fake)
+    out = FMInteraction(3, 2)(torch.ones(4, 3, 2))
+    assert calls == [(4, 3, 2)] and torch.equal(out, torch.full((4, 1), 6.0))
+
+
+def cin_reference(layer: CIN, x0: torch.Tensor) -> torch.Tensor:
+    """Eq. 6 of the paper with the layer's weights: X^k_h = sum_{i,j} W_hij (X^{k-1}_i * X^0_j)."""
+    hidden, outputs = x0, []
+    for conv, split in zip(layer.convs, layer.splits, strict=True):
+        w = conv.weight.view(conv.out_channels, hidden.shape[1], x0.shape[1])
+        maps = torch.einsum("kij,bid,bjd->bkd", w, hidden, x0)
+        half = maps.shape[1] // 2
+        hidden, out = (maps[:, :half], maps[:, half:]) if split else (maps, maps)
+        outputs.append(out.sum(dim=2))
+    return torch.cat(outputs, dim=1)
+
+
+@pytest.mark.parametrize("layers,split_half,out_dim", [
+    ((128, 128), True, 64 + 128),
+    ((128, 128), False, 256),
+    ((10,), True, 10),
+    ("6,4,3", True, 3 + 2 + 3),
+])
+def test_cin_shapes_match_the_paper_and_gradients_reach_inputs(layers, split_half, out_dim):
+    torch.manual_seed(0)
+    layer = registry.create("interaction", "cin", num_fields=5, dim=4, layers=layers, split_half=split_half)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    out = layer(x)
+    assert layer.out_dim == out_dim and out.shape == (3, out_dim)
+    assert torch.allclose(out, cin_reference(layer, x))
+    out.pow(2).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in layer.convs)
+
+
+def test_cin_rejects_bad_layer_options():
+    with pytest.raises(ValueError, match="even size"):
+        CIN(4, 8, layers=(7, 8), split_half=True)
+    CIN(4, 8, layers=(7, 8), split_half=False)  # any sizes without the split
+    with pytest.raises(ValueError, match="cin: layers"):
+        CIN(4, 8, layers="128,x")
+    with pytest.raises(ValueError, match="cin: layers"):
+        CIN(4, 8, layers=())
+    with pytest.raises(ValueError, match="activation"):
+        CIN(4, 8, activation="gelu")
+
+
+def test_attention_shape_out_dim_and_gradients():
+    torch.manual_seed(0)
+    layer = registry.create("interaction", "attention", num_fields=6, dim=8, layers=2, heads=2, att_dim=12)
+    x = torch.randn(4, 6, 8, requires_grad=True)
+    out = layer(x)
+    assert layer.out_dim == 6 * 12 and out.shape == (4, 72)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_attention_one_layer_matches_the_equations():
+    torch.manual_seed(1)
+    layer = SelfAttention(num_fields=4, dim=6, layers=1, heads=2, att_dim=8).double()
+    x = torch.randn(3, 4, 6, dtype=torch.float64)
+    block = layer.blocks[0]
+    wq, wk, wv = block.qkv.weight.chunk(3, dim=0)
+    heads = []
+    for h in range(2):  # head h owns columns 4h..4h+3 of each projection
+        rows = slice(4 * h, 4 * h + 4)
+        q, k, v = x @ wq[rows].T, x @ wk[rows].T, x @ wv[rows].T
+        heads.append(torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=-1) @ v)
+    expected = torch.relu(torch.cat(heads, dim=2) + x @ block.residual.weight.T)
+    assert torch.allclose(layer(x), expected.flatten(1))
+
+
+def test_attention_is_equivariant_to_field_order():
+    """No positional information: permuting the fields permutes each field's output block alike."""
+    torch.manual_seed(2)
+    layer = SelfAttention(num_fields=5, dim=4, layers=2, heads=2, att_dim=6)
+    x = torch.randn(2, 5, 4)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    out = layer(x).view(2, 5, 6)
+    assert torch.allclose(layer(x[:, perm]).view(2, 5, 6), out[:, perm], atol=1e-6)
+
+
+def test_attention_rejects_heads_that_do_not_divide_att_dim():
+    with pytest.raises(ValueError, match="multiple of heads"):
+        SelfAttention(4, 8, heads=3, att_dim=16)
+
+
+@pytest.mark.parametrize("name", ["fm", "cin", "attention"])
+def test_search_space_names_are_prefixed_and_build_the_layer(name):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(4):
+        params = registry.search_space("interaction", name, study.ask())
+        assert all(key.startswith(name + ".") for key in params)
+        layer = registry.create("interaction", name, num_fields=3, dim=4,
+                                **{key.split(".", 1)[1]: value for key, value in params.items()})
+        assert layer(torch.randn(2, 3, 4)).shape == (2, layer.out_dim)

@@ -1,0 +1,273 @@
+"""Model plugins: built through the registry, full ranking equal to pairwise scoring, learning, contracts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+import registry
+from bench import fm_kernels
+from bench.data.types import Csr, InteractionData, Pairs
+from bench.embedding import Embedded
+from bench.features import FeatureSpec
+from plugins.models.mostpop import MostPop
+
+N_USERS, N_ITEMS = 13, 11  # rows, row 0 being padding
+TRAINABLE = ["fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "composed"]
+SMALL = {  # tiny layers keep the suite fast; defaults are exercised in test_defaults_build
+    "fm": {}, "neumf": {"mlp_dim": 8, "mlp": (16, 8)}, "mostpop": {},
+    "deepfm": {"mlp": (16, 8)}, "composed": {"mlp": (16,), "interactions": "fm,cin", "cin.layers": "8,4"},
+    "xdeepfm": {"mlp": (16, 8), "cin.layers": (8, 8)},
+    "autoint": {"mlp": (16,), "attention.att_dim": 4}, "attention-deepfm": {"mlp": (16,)},
+}
+
+
+def make_spec() -> FeatureSpec:
+    return FeatureSpec.build([
+        dict(name="user_id", side="user", vocab_size=N_USERS, is_id=True),
+        dict(name="age", side="user", vocab_size=8, dim=4),
+        dict(name="gender", side="user", vocab_size=3),
+        dict(name="item_id", side="item", vocab_size=N_ITEMS, is_id=True, dim=12),
+        dict(name="genres", side="item", vocab_size=6, multi_valued=True, max_len=3),
+    ])
+
+
+def feature_matrices(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row r holds id r; row 0 is all padding, as InteractionData promises."""
+    g = torch.Generator().manual_seed(seed)
+    users = torch.stack([torch.arange(N_USERS), torch.randint(1, 8, (N_USERS,), generator=g),
+                         torch.randint(1, 3, (N_USERS,), generator=g)], dim=1)
+    genres = torch.randint(0, 6, (N_ITEMS, 3), generator=g)
+    items = torch.cat([torch.arange(N_ITEMS)[:, None], genres], dim=1)
+    users[0], items[0] = 0, 0
+    return users, items
+
+
+def make_data(train_items: list[int] | None = None) -> InteractionData:
+    spec = make_spec()
+    user_x, item_x = feature_matrices()
+    items = np.array(train_items if train_items is not None else [1, 2, 3], dtype=np.int64)
+    users = np.arange(len(items), dtype=np.int64) % (N_USERS - 1) + 1
+    none = Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    csr = Csr.from_pairs(users, items, N_USERS, N_ITEMS)
+    return InteractionData(spec, user_x, item_x, Pairs(users, items), none, none, csr, csr,
+                           np.arange(N_USERS), np.arange(N_ITEMS))
+
+
+def build(name: str, **kw):
+    torch.manual_seed(0)
+    data = make_data()
+    model = registry.create("model", name, spec=data.spec, fm_dim=8, **{**SMALL[name], **kw})
+    model.prepare(data)
+    return model
+
+
+def all_pairs(user_x: torch.Tensor, item_x: torch.Tensor):
+    """Row u * I + i, the order of score_all flattened."""
+    return user_x.repeat_interleave(len(item_x), dim=0), item_x.repeat(len(user_x), 1)
+
+
+def hidden_rule(user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+    """Older users like items of genre 1 or 2, younger users the others: a user x item interaction."""
+    likes = ((item_x[:, 1:] == 1) | (item_x[:, 1:] == 2)).any(dim=1)
+    return ((user_x[:, 1] >= 4) == likes).float()
+
+
+def fit(model, user_x, item_x, labels, steps: int, lr: float = 0.05) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = F.binary_cross_entropy_with_logits(model(user_x, item_x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+def test_every_declared_model_is_covered():
+    assert set(registry.available("model")) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_score_all_equals_forward_on_every_pair(name):
+    model = build(name)
+    user_x, item_x = make_data().user_features, make_data().item_features
+    if model.trainable:  # move off the tiny initial weights so the comparison means something
+        u, i = all_pairs(user_x, item_x)
+        fit(model, u, i, hidden_rule(u, i), steps=5)
+    model.eval()
+    with torch.no_grad():
+        full = model.score_all(user_x[1:], item_x)
+        pairs = model(*all_pairs(user_x[1:], item_x))
+    assert full.shape == (N_USERS - 1, N_ITEMS) and full.is_contiguous()
+    assert full.std() > 0 if name != "mostpop" else full[0].std() > 0
+    assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_models_learn_a_hidden_rule(name):
+    model = build(name)
+    user_x, item_x = make_data().user_features, make_data().item_features
+    u, i = all_pairs(user_x[1:], item_x[1:])
+    labels = hidden_rule(u, i)
+    p = labels.mean().item()
+    constant = -(p * math.log(p) + (1 - p) * math.log(1 - p))  # the best a bias alone can do
+    with torch.no_grad():
+        before = F.binary_cross_entropy_with_logits(model(u, i), labels).item()
+    fit(model, u, i, labels, steps=15)
+    with torch.no_grad():
+        after = F.binary_cross_entropy_with_logits(model(u, i), labels).item()
+    assert after < before and after < 0.5 * constant, (before, constant, after)
+
+
+def test_composed_fm_cin_out_dims_add_up_and_both_layers_learn():
+    model = build("composed", interactions="fm,cin", **{"cin.layers": "8,6"})
+    assert list(model.interactions) == ["fm", "cin"]
+    dims = {name: layer.out_dim for name, layer in model.interactions.items()}
+    assert dims == {"fm": 1, "cin": 4 + 6}
+    assert model.projections["cin"].in_features == 10
+    assert isinstance(model.projections["fm"], torch.nn.Identity)
+    u, i = all_pairs(*feature_matrices())
+    model(u, i).sum().backward()
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in model.interactions["cin"].convs)
+    # the list form and interaction_options say the same thing
+    torch.manual_seed(0)
+    same = registry.create("model", "composed", spec=make_spec(), fm_dim=8, interactions=["fm", "cin"],
+                           mlp=(16,), interaction_options={"cin": {"layers": (8, 6)}})
+    assert {k: v.shape for k, v in same.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_composed_logit_is_bias_plus_first_order_plus_layers_plus_mlp():
+    torch.manual_seed(0)
+    model = registry.create("model", "composed", spec=make_spec(), fm_dim=8, interactions="fm,cin", mlp=(16,))
+    with torch.no_grad():
+        model.bias.fill_(0.25)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    e = Embedded(torch.randn(6, 1, generator=g), torch.randn(6, 5, 8, generator=g),
+                 torch.randn(6, model.embedding.total_dim, generator=g))
+    fields = e.field_embeddings
+    expected = (0.25 + e.first_order[:, 0] + fm_kernels.fm_interaction(fields)[:, 0]
+                + model.projections["cin"](model.interactions["cin"](fields))[:, 0]
+                + model.mlp(e.flat_embeddings)[:, 0])
+    assert torch.allclose(model.head(e), expected)
+    assert registry.create("model", "composed", spec=make_spec(), mlp=()).mlp is None
+
+
+def test_unknown_interaction_lists_the_known_ones():
+    with pytest.raises(registry.UnknownPluginError, match="Did you mean 'cin'") as err:
+        registry.create("model", "composed", spec=make_spec(), interactions="fm,cim")
+    assert all(name in str(err.value) for name in ("attention", "cin", "fm"))
+
+
+def test_bad_options_name_what_was_expected():
+    with pytest.raises(ValueError, match=r"'cin', which is not among this model's interactions \(fm\)"):
+        registry.create("model", "deepfm", spec=make_spec(), **{"cin.layers": "8"})
+    with pytest.raises(TypeError, match="DeepFM: unknown option 'widths'"):
+        registry.create("model", "deepfm", spec=make_spec(), widths=3)
+    with pytest.raises(TypeError, match="interaction 'cin' rejected options"):
+        registry.create("model", "xdeepfm", spec=make_spec(), **{"cin.depth": 3})
+    with pytest.raises(ValueError, match="mlp: expected positive widths"):
+        registry.create("model", "deepfm", spec=make_spec(), mlp="128,0")
+    with pytest.raises(ValueError, match="dropout"):
+        registry.create("model", "deepfm", spec=make_spec(), dropout=1.5)
+    with pytest.raises(ValueError, match="each layer may appear once"):
+        registry.create("model", "composed", spec=make_spec(), interactions="fm,fm")
+
+
+def test_defaults_follow_the_reference_notebook_and_the_papers():
+    spec = make_spec()
+    deepfm = registry.create("model", "deepfm", spec=spec)
+    widths = [m.out_features for m in deepfm.mlp.net if isinstance(m, torch.nn.Linear)]
+    drops = [m.p for m in deepfm.mlp.net if isinstance(m, torch.nn.Dropout)]
+    assert deepfm.embedding.fm_dim == 16 and widths == [128, 64, 32, 1] and drops == [0.2] * 3
+    assert list(registry.create("model", "fm", spec=spec).interactions) == ["fm"]
+    assert registry.create("model", "fm", spec=spec).mlp is None
+    assert list(registry.create("model", "xdeepfm", spec=spec).interactions) == ["cin"]  # no FM term
+    assert registry.create("model", "xdeepfm", spec=spec).interactions["cin"].out_dim == 64 + 128
+    assert registry.get("model", "autoint") is registry.get("model", "attention-deepfm")
+    assert registry.create("model", "autoint", spec=spec).interactions["attention"].out_dim == 5 * 16
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_sampled_search_spaces_build_models(name):
+    """What the tuner does: the space's params go straight back into create()."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    u, i = all_pairs(*feature_matrices())
+    for _ in range(3):
+        params = registry.search_space("model", name, study.ask())
+        model = registry.create("model", name, spec=make_spec(), **params)
+        model.prepare(make_data())
+        assert torch.isfinite(model(u, i)).all()
+
+
+def test_neumf_reads_only_the_id_fields():
+    model = build("neumf")
+    u, i = all_pairs(*feature_matrices())
+    fit(model, u, i, hidden_rule(u, i), steps=5)
+    others_u, others_i = u.clone(), i.clone()
+    others_u[:, 1:] = torch.randint(0, 3, others_u[:, 1:].shape)
+    others_i[:, 1:] = torch.randint(0, 6, others_i[:, 1:].shape)
+    with torch.no_grad():
+        assert torch.equal(model(u, i), model(others_u, others_i))
+        moved = i.clone()
+        moved[:, 0] = (moved[:, 0] % (N_ITEMS - 1)) + 1  # a different item id
+        assert not torch.allclose(model(u, i), model(u, moved))
+    assert [f.name for f in model.embedding.spec] == ["user_id", "item_id"]
+    assert [f.name for f in model.mlp_embedding.spec] == ["user_id", "item_id"]
+
+
+def test_neumf_joins_a_gmf_product_and_an_mlp_tower():
+    model = build("neumf")
+    u, i = all_pairs(*feature_matrices())
+    fit(model, u, i, hidden_rule(u, i), steps=5)
+    with torch.no_grad():
+        gmf = model.embedding(u, i).field_embeddings  # (B, 2, fm_dim): user, item
+        tower = model.mlp(model.mlp_embedding(u, i).flat_embeddings)
+        expected = model.predict(torch.cat([gmf[:, 0] * gmf[:, 1], tower], dim=1))[:, 0]
+        assert torch.allclose(model(u, i), expected)
+    assert gmf.shape[2] == 8 and model.mlp_embedding.total_dim == 2 * 8  # fm_dim and mlp_dim, not the data's
+
+
+def test_mostpop_ranks_items_by_training_counts():
+    data = make_data(train_items=[3] * 5 + [1] * 3 + [7] * 2 + [2])
+    model = MostPop(data.spec)
+    model.prepare(data)
+    scores = model.score_all(data.user_features[1:4], data.item_features)
+    expected = torch.log1p(torch.bincount(torch.tensor(data.train.items), minlength=N_ITEMS).float())
+    assert torch.equal(scores, expected.expand(3, -1))
+    assert scores[0].argsort(descending=True)[:4].tolist() == [3, 1, 7, 2]
+    assert torch.equal(model(data.user_features[[1, 2]], data.item_features[[7, 3]]), expected[[7, 3]])
+
+
+def test_mostpop_trains_nothing_but_moves_and_saves_like_a_module():
+    data = make_data(train_items=[4, 4, 5])
+    model = MostPop(data.spec)
+    with pytest.raises(RuntimeError, match="prepare"):
+        model(data.user_features, data.item_features)
+    model.prepare(data)
+    assert model.trainable is False and not any(p.requires_grad for p in model.parameters())
+    fresh = MostPop(data.spec)
+    fresh.load_state_dict(model.state_dict())  # an unprepared model takes the saved counts
+    assert torch.equal(fresh.popularity, model.popularity) and fresh.popularity[4] > fresh.popularity[5] > 0
+    assert model.to(torch.float64).popularity.dtype == torch.float64  # the buffer follows .to()
+
+
+def test_index_zero_features_add_nothing_to_the_fm_term():
+    model = build("fm")
+    u, i = all_pairs(*feature_matrices())
+    fit(model, u, i, hidden_rule(u, i), steps=10)
+    user = torch.tensor([[5, 0, 0], [0, 0, 0], [5, 0, 0], [0, 0, 0]])  # only user_id and/or item_id known
+    item = torch.tensor([[7, 0, 0, 0], [7, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    with torch.no_grad():
+        both, item_only, user_only, nothing = model(user, item)
+        v = model.embedding(user[:1], item[:1]).field_embeddings[0]
+    assert nothing == model.bias  # all unknown: no first order, no pairs
+    assert torch.allclose(both - item_only - user_only + nothing, v[0] @ v[3])  # the one pair, nothing else
+    assert v[[1, 2, 4]].abs().sum() == 0
