@@ -213,11 +213,38 @@ def _tables(runs: list, baseline: str, fmt: str) -> str:
     return board + "\n\n" + tables.comparison(runs, baseline, fmt)
 
 
+def _command_line() -> str:
+    """The command that produced a result, rebuilt from click's parsed options (defaults left out)."""
+    ctx = click.get_current_context()
+    parts = ["bench", ctx.info_name or ""]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option):
+            continue
+        value = ctx.params.get(param.name)
+        source = ctx.get_parameter_source(param.name)
+        if source in (click.core.ParameterSource.DEFAULT, None) or value is None:
+            continue
+        if param.is_flag and param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                parts.append(param.opts[0])
+        elif isinstance(value, dict):
+            parts += [a for k, v in value.items() for a in (param.opts[0], f"{k}={v}")]
+        elif param.multiple:
+            parts += [a for v in value for a in (param.opts[0], str(v))]
+        elif isinstance(value, tuple):
+            parts += [param.opts[0], ",".join(map(str, value))]
+        else:
+            parts += [param.opts[0], str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
     """A results page: the exact command, the environment, and the tables."""
     from bench import tables
 
-    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line()
     first = runs[0]
     lines = [f"# {title}", "", "Produced by:", "", "```", command, "```", "",
              f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
@@ -348,7 +375,7 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
             click.echo(f"{head}\n{table}\nbest params saved to {path}")
             sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
     if output and sections:
-        command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = _command_line()
         Path(output).write_text(f"# Tuning results\n\nProduced by:\n\n```\n{command}\n```\n\n" + "\n".join(sections))
         click.echo(f"wrote {output}", err=True)
     click.echo(f"next: bench run --models {','.join(models)} --params best --seeds 1,2,3", err=True)

@@ -14,17 +14,22 @@ import json
 import multiprocessing as mp
 import signal
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 import registry
 from bench.device import cpu_count, resolve_device, seed_everything, set_threads
 from bench.runner import DataConfig, RunConfig, build_model, load_data, split_params
 from bench.trainer import NaNLossError, train
+
+warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats: stable in practice since 2.9
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SWEEPS = ("interactions", "sampler")
@@ -104,20 +109,27 @@ class TuneConfig:
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file (path ending .log/.journal), else an RDB URL with a heartbeat for crashed trials."""
+    """A journal file (path ending .log/.journal), else an RDB URL with a heartbeat for crashed trials.
+
+    Workers starting together race to create the RDB schema; the loser retries once it exists.
+    """
     if url.endswith((".log", ".journal")) and "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                                      engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
-                                      else {})
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(9):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=engine)
+        except SQLAlchemyError:  # "table studies already exists", duplicate alembic version, locked
+            time.sleep(0.2 * (attempt + 1))
+    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=engine)
 
 
 def open_study(cfg: TuneConfig) -> optuna.Study:
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if cfg.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=1)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=2)
     study = optuna.create_study(storage=_storage(cfg.storage_url()), study_name=cfg.study_name(),
                                 direction="maximize", load_if_exists=True, pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=None))
@@ -128,7 +140,8 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
 
 
 def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=DONE))
+    """Trials that count toward the budget (a surplus trial, see _objective, does not)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE) if not t.user_attrs.get("surplus"))
 
 
 class _Stop:
@@ -144,11 +157,7 @@ class _Stop:
         print("\nstopping after the current trial (Ctrl-C again to abort it)", flush=True)
 
 
-class _Surplus(Exception):
-    """Another worker took the last trial of the budget at the same moment."""
-
-
-CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError, _Surplus)  # out of memory is a RuntimeError
+CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError)  # out of memory is a RuntimeError
 
 
 def work(cfg: TuneConfig, worker: int = 0, data: Any = None) -> int:
@@ -219,9 +228,10 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
                surplus: dict[str, bool]) -> float:
     """Train one configuration; the best validation value of cfg.objective over its epochs."""
     if _real_trials_before(study, trial.number) >= cfg.trials:
+        # another worker took the budget's last trial at the same moment: close this one unrun, uncounted
         surplus["hit"] = True
         trial.set_user_attr("surplus", True)
-        raise _Surplus(f"study already has {cfg.trials} trials")
+        raise optuna.TrialPruned(f"surplus: the study already has {cfg.trials} trials")
     model_name, params = trial_params(trial, cfg.model, cfg.sweep)
     trial.set_user_attr("run_params", json.dumps(params))
     trial.set_user_attr("registry_model", model_name)

@@ -1,0 +1,244 @@
+"""FM kernels against the naive reference, and `bench kernel` end to end at tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench import fm_kernels, kernel
+from bench.kernel import (
+    ImplementationMismatch,
+    KernelConfig,
+    check_against_naive,
+    kernel_command,
+    run_kernel_bench,
+)
+from bench.store import ResultStore
+
+SHAPES = [(6, 1, 4), (7, 2, 3), (5, 4, 1), (33, 24, 16), (64, 7, 9)]
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+EAGER = {"naive": fm_kernels.naive, "sumsq": fm_kernels.sumsq, "fused": fm_kernels.fused,
+         "fm_interaction": fm_kernels.fm_interaction}
+JSON_KEYS = {"impl", "device", "dtype", "pass", "batch", "fields", "dim", "samples_per_s", "gb_per_s",
+             "pct_of_bandwidth"}
+TINY = ["--batch", "16,40", "--fields", "5", "--dim", "3", "--repeat", "3", "--warmup", "1",
+        "--copy-mb", "1", "--check-rows", "32"]
+
+
+def _inputs(shape, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen).to(dtype), torch.randn(shape[0], 1, generator=gen).to(dtype)
+
+
+def _gram_reference(v):
+    """Independent of `naive`: half the off-diagonal sum of each row's Gram matrix, in float64."""
+    v = v.double()
+    gram = v @ v.transpose(1, 2)
+    return 0.5 * (gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(dim=1)).unsqueeze(1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_naive_equals_the_gram_matrix_definition(shape):
+    v, _ = _inputs(shape, torch.float64)
+    torch.testing.assert_close(fm_kernels.naive(v), _gram_reference(v), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(EAGER))
+def test_ones_give_pairs_times_dim_and_gradient_f_minus_one(name):
+    # all-ones embeddings: every pair contributes D, and d/dv_f = g * (sum_j v_j - v_f) = g * (F - 1)
+    batch, fields, dim = 3, 5, 4
+    v = torch.ones(batch, fields, dim, requires_grad=True)
+    out = EAGER[name](v)
+    assert out.shape == (batch, 1)
+    torch.testing.assert_close(out, torch.full((batch, 1), math.comb(fields, 2) * dim * 1.0))
+    g = torch.tensor([[1.0], [2.0], [-3.0]])
+    (grad,) = torch.autograd.grad(out, v, g)
+    torch.testing.assert_close(grad, (fields - 1) * g.view(batch, 1, 1).expand(batch, fields, dim))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", list(EAGER))
+def test_every_eager_implementation_matches_naive_values_and_gradients(name, shape, dtype):
+    v, g = _inputs(shape, dtype)
+    check_against_naive(name, EAGER[name], v, g)  # raises ImplementationMismatch on a difference
+    out = EAGER[name](v)
+    assert out.dtype == dtype and out.shape == (shape[0], 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fused_matches_the_gram_definition_directly(dtype):
+    # A second opinion that does not go through check_against_naive's tolerance model.
+    v, g = _inputs((128, 24, 16), dtype, seed=3)
+    x = v.detach().requires_grad_()
+    out = fm_kernels.fused(x)
+    (grad,) = torch.autograd.grad(out, x, g)
+    ref = _gram_reference(v)
+    expected_grad = g.double().unsqueeze(2) * (v.double().sum(dim=1, keepdim=True) - v.double())
+    tol = 1e-4 if dtype == torch.float32 else 0.05
+    scale = ref.abs().max().item()
+    assert (out.double() - ref).abs().max().item() <= tol * scale
+    assert (grad.double() - expected_grad).abs().max().item() <= tol * expected_grad.abs().max().item()
+
+
+def test_fused_takes_non_contiguous_and_empty_inputs():
+    v = torch.randn(10, 16, 6).transpose(1, 2)  # (10, 6, 16), not contiguous
+    torch.testing.assert_close(fm_kernels.fused(v), _gram_reference(v).float(), rtol=1e-5, atol=1e-4)
+    empty = torch.randn(0, 4, 3, requires_grad=True)
+    out = fm_kernels.fused(empty)
+    assert out.shape == (0, 1)
+    out.sum().backward()
+    assert empty.grad.shape == (0, 4, 3)
+
+
+def test_fm_interaction_rejects_bad_input_with_a_clear_error():
+    with pytest.raises(ValueError, match=r"\(batch, fields, dim\).*\(4, 5\)"):
+        fm_kernels.fm_interaction(torch.randn(4, 5))
+    with pytest.raises(TypeError, match="floating-point.*int64"):
+        fm_kernels.fm_interaction(torch.ones(2, 3, 4, dtype=torch.long))
+
+
+def test_fm_interaction_uses_fused_on_cpu():
+    v = torch.randn(4, 3, 2, requires_grad=True)
+    assert "FusedFM" in fm_kernels.fm_interaction(v).grad_fn.name()
+
+
+def test_triton_kernel_reports_why_it_cannot_run_here():
+    reason = fm_kernels.triton_unavailable_reason(torch.device("cpu"), torch.float32)
+    assert reason is not None and ("triton" in reason.lower())
+    with pytest.raises(RuntimeError, match="triton FM kernel unavailable"):
+        fm_kernels.triton_fm(torch.randn(2, 3, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_compiled_matches_naive(dtype):
+    compiled = fm_kernels.compile_sumsq()
+    v, g = _inputs((24, 6, 4), dtype)
+    check_against_naive("compiled", compiled, v, g)
+
+
+class _RightValueWrongGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v):
+        ctx.save_for_backward(v)
+        return fm_kernels.sumsq(v)
+
+    @staticmethod
+    def backward(ctx, g):
+        (v,) = ctx.saved_tensors
+        return g.unsqueeze(2) * v.sum(dim=1, keepdim=True).expand_as(v)  # forgot the "- v_f"
+
+
+WRONG = {
+    "with the diagonal": lambda v: 0.5 * v.sum(dim=1).square().sum(dim=1, keepdim=True),
+    "one pair short": lambda v: fm_kernels.naive(v) - (v[:, 0] * v[:, 1]).sum(dim=1, keepdim=True),
+    "NaN": lambda v: fm_kernels.sumsq(v) * float("nan"),
+    "wrong shape": lambda v: fm_kernels.sumsq(v).squeeze(1),
+    "wrong gradient": _RightValueWrongGradient.apply,
+}
+
+
+@pytest.mark.parametrize("flaw", list(WRONG))
+def test_check_catches_a_wrong_implementation(flaw):
+    v, g = _inputs((33, 24, 16), torch.float32)
+    with pytest.raises(ImplementationMismatch, match="wrong.*(disagrees with naive|returned)"):
+        check_against_naive("wrong", WRONG[flaw], v, g)
+
+
+def test_a_wrong_implementation_is_an_error_not_a_row():
+    config = KernelConfig(impls=("sumsq", "wrong"), batches=(64,), fields=5, dim=3, dtypes=("float32",),
+                          devices=("cpu",), repeat=2, warmup=0, copy_mb=1)
+    impls = {"sumsq": lambda d, t: fm_kernels.sumsq, "wrong": lambda d, t: WRONG["with the diagonal"]}
+    with pytest.raises(ImplementationMismatch, match="wrong"):
+        run_kernel_bench(config, implementations=impls, log=lambda message: None)
+
+
+def test_cli_fails_on_a_mismatch_and_prints_no_table(monkeypatch):
+    monkeypatch.setitem(kernel.IMPLEMENTATIONS, "fused", lambda device, dtype: WRONG["wrong gradient"])
+    result = CliRunner().invoke(kernel_command, [*TINY, "--impl", "sumsq,fused", "--devices", "cpu",
+                                                 "--dtype", "float32", "--format", "json"])
+    assert result.exit_code == 1
+    assert "fused" in result.output and "gradient error" in result.output
+    assert "samples_per_s" not in result.stdout
+
+
+def test_cli_json_end_to_end(tmp_path):
+    result = CliRunner().invoke(kernel_command, [*TINY, "--impl", "naive,sumsq,fused,triton",
+                                                 "--dtype", "float32,bfloat16", "--devices", "cpu,cuda",
+                                                 "--format", "json", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 * 2 * 2 * 2  # impls x dtypes x batches x passes (triton is skipped on CPU)
+    for row in rows:
+        assert JSON_KEYS <= set(row)
+        assert row["device"] == "cpu" and row["pass"] in ("forward", "backward")
+        assert (row["fields"], row["dim"]) == (5, 3)
+        assert row["samples_per_s"] == pytest.approx(row["batch"] / (row["median_ms"] / 1e3))
+        assert row["gb_per_s"] == pytest.approx(row["bytes"] / (row["median_ms"] / 1e3) / 1e9)
+        assert row["pct_of_bandwidth"] == pytest.approx(100 * row["gb_per_s"] / row["copy_gb_per_s"])
+        assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+    assert {(r["impl"], r["dtype"], r["batch"], r["pass"]) for r in rows} == {
+        (i, d, b, p) for i in ("naive", "sumsq", "fused") for d in ("float32", "bfloat16")
+        for b in (16, 40) for p in ("forward", "backward")
+    }
+    assert all(r["speedup_vs_sumsq"] == 1.0 for r in rows if r["impl"] == "sumsq")
+    assert "cuda is not available" in result.stderr
+    assert "skipped triton on cpu" in result.stderr
+
+
+def test_cli_records_the_rows_in_the_results_store(tmp_path):
+    result = CliRunner().invoke(kernel_command, [*TINY, "--impl", "fused", "--dtype", "float32",
+                                                 "--devices", "cpu", "--no-backward", "--format", "json",
+                                                 "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert ResultStore(tmp_path).kernel_rows() == json.loads(result.stdout)
+
+
+def test_cli_github_and_csv_formats(tmp_path):
+    args = [*TINY, "--impl", "sumsq,fused", "--dtype", "float32", "--devices", "cpu", "--no-backward",
+            "--threads", "1", "--results-dir", str(tmp_path)]
+    table = CliRunner().invoke(kernel_command, [*args, "--format", "github"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.startswith("### cpu: copy bandwidth")
+    assert "| impl" in table.stdout and "% of copy" in table.stdout and "| fused" in table.stdout
+    assert "backward |" not in table.stdout  # --no-backward: forward rows only
+    threads = torch.get_num_threads()
+    csv_out = CliRunner().invoke(kernel_command, [*args, "--format", "csv"])
+    assert csv_out.exit_code == 0, csv_out.output
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    assert len(rows) == 2 * 2 and JSON_KEYS <= set(rows[0])
+    assert {r["threads"] for r in rows} == {"1"}
+    assert torch.get_num_threads() == threads  # --threads is undone afterwards
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--impl", "fast"], "--impl"),
+    (["--batch", "0"], "positive integers"),
+    (["--batch", "12,x"], "positive integers"),
+    (["--dtype", "int8"], "float32"),
+    (["--devices", "tpu"], "cpu, cuda, mps"),
+])
+def test_cli_rejects_bad_options_by_name(args, message):
+    result = CliRunner().invoke(kernel_command, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_byte_model():
+    b, f, d = 10, 4, 3
+    assert kernel.bytes_moved(b, f, d, torch.float32, "forward") == 4 * (b * f * d + b)
+    assert kernel.bytes_moved(b, f, d, torch.float32, "backward") == 4 * (3 * b * f * d + 2 * b)
+    assert kernel.bytes_moved(b, f, d, torch.bfloat16, "forward") == 2 * (b * f * d + b)
+
+
+def test_time_call_warms_up_then_times_each_repetition():
+    calls = []
+    timing = kernel.time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeat=5)
+    assert len(calls) == 7
+    assert timing.min_s <= timing.q1_s <= timing.median_s <= timing.q3_s <= timing.max_s
