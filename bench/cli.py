@@ -64,11 +64,11 @@ def data_options(f: Callable) -> Callable:
 def train_options(f: Callable) -> Callable:
     """Training and evaluation knobs (shared by run and tune)."""
     options = [
-        click.option("--epochs", default=20, show_default=True),
+        click.option("--epochs", default=30, show_default=True),
         click.option("--batch-size", default=256, show_default=True),
         click.option("--lr", default=1e-3, show_default=True),
         click.option("--weight-decay", default=1e-5, show_default=True),
-        click.option("--patience", default=3, show_default=True, help="epochs without val NDCG@10 gain"),
+        click.option("--patience", default=5, show_default=True, help="epochs without val NDCG@10 gain"),
         click.option("--num-negatives", default=4, show_default=True, help="training negatives per positive"),
         click.option("--sampler", default="uniform", show_default=True, help="negative sampler plugin"),
         click.option("--fm-dim", default=16, show_default=True, help="embedding dim shared by FM and MLP"),
@@ -222,7 +222,8 @@ def _command_line() -> str:
             continue
         value = ctx.params.get(param.name)
         source = ctx.get_parameter_source(param.name)
-        if source in (click.core.ParameterSource.DEFAULT, None) or value is None:
+        if source in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.ENVIRONMENT, None) \
+                or value is None:  # env-sourced (BENCH_DATA_DIR) is this machine's business
             continue
         if param.is_flag and param.secondary_opts:
             parts.append(param.opts[0] if value else param.secondary_opts[0])

@@ -27,3 +27,16 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def forward_pairs(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """MLP of every concatenation [left_u, right_i], (U, L) x (I, R) -> (U, I, out), in eval mode.
+
+        The first Linear is split by input columns and applied once per row of each side, then broadcast:
+        U*I rows never pass through the widest matmul.
+        """
+        first = self.net[0]
+        if not isinstance(first, nn.Linear):  # no hidden layer: the output Linear itself
+            raise TypeError("forward_pairs needs a first Linear layer")
+        w_left, w_right = first.weight[:, :left.shape[1]], first.weight[:, left.shape[1]:]
+        hidden = (left @ w_left.T + first.bias).unsqueeze(1) + (right @ w_right.T).unsqueeze(0)
+        return self.net[1:](hidden)

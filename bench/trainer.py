@@ -27,11 +27,11 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "num_neg
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    patience: int = 3  # epochs without a better val_metric before stopping
+    patience: int = 5  # epochs without a better val_metric before stopping
     num_negatives: int = 4
     sampler: str = "uniform"
     sampler_options: dict[str, Any] = field(default_factory=dict)

@@ -22,6 +22,15 @@ class FMInteraction(nn.Module):
         # looked up on the module at call time, so the kernel chosen by bench.fm_kernels is always used
         return fm_kernels.fm_interaction(field_embeddings)
 
+    def pair_scores(self, user_fields: torch.Tensor, item_fields: torch.Tensor) -> torch.Tensor:
+        """Every (user, item) pair's term, (U, Fu, D) x (I, Fi, D) -> (U, I), without forming the pairs.
+
+        The pairs split into user-user, item-item and user-item ones: FM(u) + FM(i) + <sum u, sum i>.
+        """
+        within_user = fm_kernels.fm_interaction(user_fields)  # (U, 1)
+        within_item = fm_kernels.fm_interaction(item_fields).view(1, -1)  # (1, I)
+        return within_user + within_item + user_fields.sum(1) @ item_fields.sum(1).T
+
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
         """FM has no knobs of its own."""

@@ -91,6 +91,26 @@ class ComposedModel(RankingModel):
             logit = logit + self.mlp(e.flat_embeddings).squeeze(1)
         return logit
 
+    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM) and the MLP's first Linear
+        work per side and broadcast; only other layers (CIN, attention) see the (U*I, F, D) pairs."""
+        if self.training:  # dropout would differ between the two paths; training never ranks all pairs
+            return super().score_all(user_x, item_x)
+        eu, ei = self.embedding.embed("user", user_x), self.embedding.embed("item", item_x)
+        n_u, n_i = user_x.shape[0], item_x.shape[0]
+        logit = self.bias + eu.first_order.view(n_u, 1) + ei.first_order.view(1, n_i)
+        crossed = None
+        for name, layer in self.interactions.items():
+            if hasattr(layer, "pair_scores"):
+                logit = logit + layer.pair_scores(eu.field_embeddings, ei.field_embeddings)
+                continue
+            if crossed is None:
+                crossed = Embedded.cross(eu, ei).field_embeddings
+            logit = logit + self.projections[name](layer(crossed)).view(n_u, n_i)
+        if self.mlp is not None:
+            logit = logit + self.mlp.forward_pairs(eu.flat_embeddings, ei.flat_embeddings).squeeze(2)
+        return logit
+
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
         return deep_space(trial)
