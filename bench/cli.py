@@ -97,14 +97,20 @@ def _data_config(kw: dict[str, Any]):
 
 
 def _train_config(kw: dict[str, Any]):
+    from bench.metrics import check_ks
     from bench.trainer import TrainConfig
 
+    try:
+        check_ks(kw["ks"])
+    except ValueError as exc:
+        _fail(f"--k: {exc}")
     progress = kw.pop("progress")
-    return TrainConfig(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
-                       weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
-                       num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"), ties=kw["ties"],
-                       eval_negatives=kw["eval_negatives"],
-                       progress=sys.stderr.isatty() if progress is None else progress)
+    options = dict(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
+                   weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
+                   num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"), ties=kw["ties"],
+                   eval_negatives=kw["eval_negatives"], val_protocol=kw["protocol"],
+                   progress=sys.stderr.isatty() if progress is None else progress)
+    return _guard(lambda: TrainConfig(**options))
 
 
 def _fail(message: str) -> None:
@@ -268,12 +274,16 @@ def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
 @click.option("--models", default=None, callback=_csv(str), help="only these models")
 @click.option("--since", default=None, help="only runs started on/after this date (YYYY-MM-DD)")
 @click.option("--ids", default=None, callback=_csv(int), help="only these run ids")
+@click.option("--protocol", type=click.Choice(["full", "sampled"]), default=None, help="only runs of this protocol")
+@click.option("--ties", type=click.Choice(["expected", "pessimistic", "optimistic"]), default=None,
+              help="only runs of this tie policy")
 @click.option("--baseline", default="neumf", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["github", "latex", "csv", "json"]), default="github")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
 @click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
 def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
-           ids: tuple[int, ...] | None, baseline: str, fmt: str, output: str | None, plot: bool) -> None:
+           ids: tuple[int, ...] | None, protocol: str | None, ties: str | None, baseline: str, fmt: str,
+           output: str | None, plot: bool) -> None:
     """Rebuild the tables (and plots) from the results store."""
     from bench.store import DB_NAME, ResultStore
 
@@ -286,13 +296,18 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
         except ValueError:
             _fail(f"--since {since!r}: expected a date YYYY-MM-DD")
     store = ResultStore(results_dir)
-    runs = store.runs(dataset=dataset, models=list(models) if models else None, status="finished",
-                      since=since_ts, ids=list(ids) if ids else None)
+    runs = [r for r in store.runs(dataset=dataset, models=list(models) if models else None, status="finished",
+                                  since=since_ts, ids=list(ids) if ids else None)
+            if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
     if not runs:
         _fail("no finished runs match these filters")
     labels = {r.dataset for r in runs}
     if len(labels) > 1:
         _fail(f"runs from several datasets ({', '.join(sorted(labels))}); choose one with --dataset")
+    setups = {(r.protocol, r.ties, r.num_negatives) for r in runs}
+    if len(setups) > 1:  # never average a full-ranking run with a sampled one
+        listed = "; ".join(f"protocol {p}, ties {t}" + (f", {n} negatives" if n else "") for p, t, n in setups)
+        _fail(f"runs under different evaluation setups ({listed}); choose with --protocol / --ties / --ids")
     click.echo(_tables(runs, baseline, fmt))
     if output:
         _write_markdown(Path(output), runs, baseline, title=f"{runs[0].dataset} leaderboard")

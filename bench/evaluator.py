@@ -122,10 +122,15 @@ def _check_model_device(model: RankingModel, device: torch.device) -> None:
 
 
 def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int) -> int:
-    """Users per chunk so chunk * items * fields * dim stays near CHUNK_FLOATS."""
+    """Users per chunk so chunk * items * (floats one pair needs) stays near CHUNK_FLOATS.
+
+    A model may declare `floats_per_pair()` (a CIN's outer products need far more than the F * D of
+    the embeddings); otherwise F * D is assumed.
+    """
     dim = getattr(getattr(model, "embedding", None), "fm_dim", 16)
-    per_user = items_per_user * max(len(data.spec), 1) * dim
-    return max(1, CHUNK_FLOATS // per_user)
+    declared = getattr(model, "floats_per_pair", None)
+    per_pair = declared() if callable(declared) else max(len(data.spec), 1) * dim
+    return max(1, CHUNK_FLOATS // (items_per_user * max(per_pair, 1)))
 
 
 def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray, split: str,

@@ -399,18 +399,11 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
     return "\n\n".join(blocks)
 
 
-def record(rows: list[dict[str, Any]], config: KernelConfig, results_dir: Path) -> int | None:
-    """Record rows in the results store when it offers `record_kernel`; None where it does not (yet)."""
-    try:
-        from bench import store
-    except ModuleNotFoundError as exc:
-        if exc.name != "bench.store":
-            raise
-        return None
-    result_store = getattr(store, "ResultStore", None)
-    if result_store is None or not hasattr(result_store, "record_kernel"):
-        return None
-    return result_store(results_dir).record_kernel(rows, {**asdict(config), "torch": torch.__version__})
+def record(rows: list[dict[str, Any]], config: KernelConfig, results_dir: Path) -> int:
+    """Record rows in the results store; returns the batch id."""
+    from bench.store import ResultStore
+
+    return ResultStore(results_dir).record_kernel(rows, {**asdict(config), "torch": torch.__version__})
 
 
 def _split(value: str) -> list[str]:
@@ -465,7 +458,7 @@ def _parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random embeddings.")
 @click.option("--format", "fmt", default="github", show_default=True,
               type=click.Choice(["github", "json", "csv"]), help="Output format.")
-@click.option("--results-dir", default="results", show_default=True, envvar="BENCH_RESULTS_DIR",
+@click.option("--results-dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the results store lives.")
 def kernel_command(fmt: str, results_dir: Path, **options: Any) -> None:
     """FM interaction throughput per implementation, as GB/s and % of the measured copy bandwidth."""
@@ -477,8 +470,5 @@ def kernel_command(fmt: str, results_dir: Path, **options: Any) -> None:
     if not rows:
         raise click.ClickException("nothing was measured: every device or implementation was skipped")
     click.echo(format_rows(rows, fmt))
-    run_id = record(rows, config, results_dir)
-    if run_id is None:
-        click.echo("not recorded: bench.store has no ResultStore.record_kernel yet", err=True)
-    else:
-        click.echo(f"recorded as run {run_id} in {results_dir}", err=True)
+    batch = record(rows, config, results_dir)
+    click.echo(f"recorded as kernel batch {batch} in {results_dir}", err=True)

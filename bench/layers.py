@@ -8,6 +8,28 @@ import torch
 from torch import nn
 
 
+def parse_widths(value: Sequence[int] | int | str | None, option: str, allow_empty: bool = False) -> tuple[int, ...]:
+    """(128, 64), 128 or "128,64" -> (128, 64): layer widths as code, `--set` and Optuna give them.
+
+    None, "" or () mean no layer where `allow_empty`; anything else not positive ints is an error naming
+    the option.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        parts: list = []
+    elif isinstance(value, str):
+        parts = value.split(",")
+    else:
+        parts = [value] if isinstance(value, int) else list(value)
+    try:
+        widths = tuple(int(p) for p in parts)
+        valid = all(w >= 1 for w in widths) and (allow_empty or bool(widths))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{option}: expected positive widths such as (128, 64) or '128,64', got {value!r}")
+    return widths
+
+
 class MLP(nn.Module):
     """Linear -> ReLU -> Dropout blocks, then a final Linear to `out_dim` (1: a logit)."""
 

@@ -36,7 +36,13 @@ class DataConfig:
     min_interactions: int = 3
 
     def label(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        """Names the data a result is about: dataset, its options, non-default positive threshold / min."""
+        options = dict(self.options)
+        if self.threshold != 4.0:
+            options["threshold"] = self.threshold
+        if self.min_interactions != 3:
+            options["min_interactions"] = self.min_interactions
+        opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
         return f"{self.dataset}[{opts}]" if opts else self.dataset
 
 
@@ -164,6 +170,7 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
             "train_samples_per_s": result.samples_per_s if result else float("nan"),
             "test_eval_s": test.seconds,
             "eval_users_per_s": test.users_per_s,
+            "test_candidates_mean": test.n_candidates,  # sampled: < N+1 where a user has too few unseen items
         }
         store.finish_run(run_id, metrics=test.metrics, history=history, timings=timings, users=test.users,
                          per_user=test.per_user)

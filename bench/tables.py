@@ -88,9 +88,12 @@ def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]
     """Users and their metric averaged over seeds (users common to every run of the group)."""
     common = None
     for r in group:
-        common = r.users if common is None else np.intersect1d(common, r.users)
+        common = np.unique(r.users) if common is None else np.intersect1d(common, r.users)
     assert common is not None
-    stacked = [r.per_user[name][np.searchsorted(r.users, common)] for r in group]
+    stacked = []
+    for r in group:  # align each run's per-user values on `common`, whatever order they were stored in
+        order = np.argsort(r.users, kind="stable")
+        stacked.append(r.per_user[name][order][np.searchsorted(r.users[order], common)])
     return common, np.mean(stacked, axis=0)
 
 

@@ -42,6 +42,17 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "num_negatives": self.num_negatives,
+                    "patience": self.patience, "eval_negatives": self.eval_negatives}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"--weight-decay: expected >= 0, got {self.weight_decay!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -95,10 +95,12 @@ class TuneConfig:
     progress: bool = True
 
     def study_name(self) -> str:
+        """One study per (data, model, sweep, objective, validation protocol, device): never mixed."""
         if self.study:
             return f"{self.study}-{self.model}-{self.device}"
         sweep = f"-sweep_{'+'.join(self.sweep)}" if self.sweep else ""
-        return f"{self.run.data.label()}-{self.model}{sweep}-{self.device}"
+        protocol = f"-{self.run.train.val_protocol}" if self.run.train.val_protocol != "full" else ""
+        return f"{self.run.data.label()}-{self.model}{sweep}-{self.objective}{protocol}-{self.device}"
 
     def storage_url(self) -> str:
         if self.storage:
@@ -127,6 +129,9 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def open_study(cfg: TuneConfig) -> optuna.Study:
+    """Create or load the study. The sampler is unseeded on purpose: independent workers seeded alike
+    propose the very same configurations (seen in the two-worker test); each trial's training is seeded
+    by --seed + its trial number, so a trial can be re-run exactly."""
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if cfg.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=2)
@@ -145,22 +150,32 @@ def finished(study: optuna.Study) -> int:
 
 
 class _Stop:
-    """Ctrl-C: finish the current trial, then stop; a second Ctrl-C interrupts it."""
+    """Ctrl-C: finish the current trial, then stop; a second Ctrl-C interrupts it.
 
-    def __init__(self) -> None:
-        self.requested = False
+    `shared` (a multiprocessing Event) carries the request to the helper worker processes.
+    """
+
+    def __init__(self, shared: Any = None) -> None:
+        self.shared = shared
+        self._requested = False
+
+    @property
+    def requested(self) -> bool:
+        return self._requested or (self.shared is not None and self.shared.is_set())
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self._requested = True
+        if self.shared is not None:
+            self.shared.set()
         print("\nstopping after the current trial (Ctrl-C again to abort it)", flush=True)
 
 
 CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError)  # out of memory is a RuntimeError
 
 
-def work(cfg: TuneConfig, worker: int = 0, data: Any = None) -> int:
+def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = None) -> int:
     """One worker: run trials until the study holds cfg.trials finished ones. Returns the trials it ran.
 
     Each trial goes through `study.optimize(n_trials=1)` so Optuna keeps its heartbeat (a crashed
@@ -170,7 +185,7 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None) -> int:
     study = open_study(cfg)
     data = data if data is not None else load_data(cfg.run.data)
     device = resolve_device(cfg.device)
-    stop = _Stop()
+    stop = _Stop(stop_event)
     previous = signal.signal(signal.SIGINT, stop) if worker == 0 and _main_thread() else None
     started = time.monotonic()
     bar = _progress(cfg, study) if worker == 0 else None
@@ -260,9 +275,9 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
     return result.best_value
 
 
-def _worker_main(cfg: TuneConfig, worker: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    work(cfg, worker)
+def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C arrives through stop_event
+    work(cfg, worker, stop_event=stop_event)
 
 
 def tune(cfg: TuneConfig) -> optuna.Study:
@@ -276,11 +291,16 @@ def tune(cfg: TuneConfig) -> optuna.Study:
         work(cfg)
         return study
     ctx = mp.get_context("spawn")
-    helpers = [ctx.Process(target=_worker_main, args=(cfg, w), daemon=True) for w in range(1, cfg.n_jobs)]
+    stop_event = ctx.Event()
+    helpers = [ctx.Process(target=_worker_main, args=(cfg, w, stop_event), daemon=True)
+               for w in range(1, cfg.n_jobs)]
     for p in helpers:
         p.start()
     try:
-        work(cfg, 0)
+        work(cfg, 0, stop_event=stop_event)
+    except KeyboardInterrupt:
+        stop_event.set()
+        raise
     finally:
         for p in helpers:
             p.join()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ml100k_dir  # noqa: I001
 
 import registry
 from bench.data.download import ChecksumError
@@ -533,20 +534,14 @@ def test_csv_bad_timestamp_names_the_line(tmp_path):
 # ---------------------------------------------------------------- the real MovieLens-100K
 
 
-def real_ml100k_dir() -> Path:
-    if REAL_DATA_DIR:
-        return Path(REAL_DATA_DIR)
-    for candidate in (Path("/work/shared/data/ml-100k"), REPO.parent / "shared" / "data" / "ml-100k"):
-        if (candidate / "u.data").is_file():
-            return candidate
-    raise AssertionError("the real MovieLens-100K is needed: set BENCH_DATA_DIR to a folder holding "
-                         "ml-100k/ (or u.data), or put the copy at ../shared/data/ml-100k")
-
-
 @pytest.mark.integration
 def test_real_ml100k_loads_verified(tmp_path):
-    folder = real_ml100k_dir()
-    frames = MovieLens100K(data_dir=folder, download=False).load()
+    # BENCH_DATA_DIR (read before the fixture cleared it), the shared copy, or else None: the official
+    # archive is then downloaded into the cache and verified, as it would be for a user
+    folder = Path(REAL_DATA_DIR) if REAL_DATA_DIR else ml100k_dir()
+    if folder is not None and not (folder / "u.data").is_file():
+        folder = folder / "ml-100k"
+    frames = MovieLens100K(data_dir=folder).load()
     assert len(frames.interactions) == 100_000
     assert frames.interactions.user_id.nunique() == 943 and len(frames.users) == 943
     assert frames.interactions.item_id.nunique() == 1682 and len(frames.items) == 1682
@@ -555,8 +550,8 @@ def test_real_ml100k_loads_verified(tmp_path):
     assert frames.items.loc[frames.items.item_id == 1, "genres"].item() == "Animation|Children's|Comedy"
     binary = MovieLens100K(data_dir=folder, genre_encoding="binary").load()
     assert binary.items.filter(like="genre_").to_numpy().sum() == frames.items.genres.str.count(r"\|").add(1).sum()
-    folder = folder if (folder / "u.data").is_file() else folder / "ml-100k"
-    if (folder / "MD5SUMS").is_file():  # the shared copy ships one: a corrupted copy must not load
+    # the shared copy ships an MD5SUMS: a corrupted copy must not load
+    if folder is not None and (folder / "MD5SUMS").is_file():
         copy = Path(shutil.copytree(folder, tmp_path / "ml-100k"))
         with open(copy / "u.data", "ab") as fh:
             fh.write(b"1\t1\t5\t881250949\n")

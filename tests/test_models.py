@@ -271,3 +271,15 @@ def test_index_zero_features_add_nothing_to_the_fm_term():
     assert nothing == model.bias  # all unknown: no first order, no pairs
     assert torch.allclose(both - item_only - user_only + nothing, v[0] @ v[3])  # the one pair, nothing else
     assert v[[1, 2, 4]].abs().sum() == 0
+
+
+def test_full_ranking_chunks_respect_a_wide_layers_footprint():
+    from bench.evaluator import CHUNK_FLOATS, _chunk_users
+
+    data = make_data()
+    narrow = build("deepfm")
+    wide = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8, **{"cin.layers": "128,128"})
+    assert wide.floats_per_pair() >= 64 * len(data.spec) * 8  # split_half: 64 maps x F fields x D
+    n_items = 1000
+    assert _chunk_users(wide, data, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS
+    assert _chunk_users(wide, data, n_items) < _chunk_users(narrow, data, n_items)

@@ -118,3 +118,28 @@ def test_report_filters_and_plots(tmp_path):
     assert (tmp_path / "plots" / "metrics_by_model.png").stat().st_size > 0
     empty = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path), "--models", "neumf"])
     assert empty.exit_code != 0 and "no finished runs" in empty.output
+
+
+def test_report_refuses_to_mix_evaluation_setups(tmp_path):
+    invoke("run", "--models", "mostpop", *SYNTH, *FAST, "--results-dir", str(tmp_path))
+    invoke("run", "--models", "mostpop", *SYNTH, *FAST, "--protocol", "sampled", "--eval-negatives", "20",
+           "--results-dir", str(tmp_path))
+    mixed = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path)])
+    assert mixed.exit_code != 0 and "different evaluation setups" in mixed.output
+    full = invoke("report", "--results-dir", str(tmp_path), "--protocol", "full", "--format", "json")
+    sampled = invoke("report", "--results-dir", str(tmp_path), "--protocol", "sampled", "--format", "json")
+    assert json.loads(full.stdout)[0]["HR@10"]["mean"] < json.loads(sampled.stdout)[0]["HR@10"]["mean"]
+    run = [r for r in ResultStore(tmp_path).runs() if r.protocol == "sampled"][0]
+    assert run.num_negatives == 20 and run.timings["test_candidates_mean"] <= 21
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--epochs", "0", "--epochs: expected a positive integer"),
+    ("--batch-size", "0", "--batch-size: expected a positive integer"),
+    ("--lr", "-1", "--lr: expected a positive learning rate"),
+    ("--k", "0,10", "--k: "),
+])
+def test_bad_training_options_fail_before_any_work(tmp_path, option, value, message):
+    res = CliRunner().invoke(main, ["run", "--models", "fm", *SYNTH, option, value, "--results-dir", str(tmp_path)])
+    assert res.exit_code != 0 and message in res.output
+    assert not (tmp_path / "bench.db").exists() or ResultStore(tmp_path).runs() == []

@@ -33,6 +33,14 @@ def test_timestamp_ties_are_broken_by_file_order():
     assert split_of(interactions(swapped)) == {(7, 1): "train", (7, 3): "val", (7, 2): "test"}
 
 
+def test_a_pair_liked_twice_counts_once_at_its_last_time():
+    # item 5 liked early and again last: an early copy left in train would leak the test answer
+    frame = interactions([(1, 5, 5, 100), (1, 6, 4, 200), (1, 7, 5, 300), (1, 5, 4, 400)])
+    out = temporal_split(frame)
+    assert len(out) == 3
+    assert split_of(frame) == {(1, 6): "train", (1, 7): "val", (1, 5): "test"}
+
+
 def test_users_below_min_interactions_go_to_train():
     frame = interactions([(1, 1, 5, 1), (1, 2, 5, 2), (2, 1, 5, 1), (2, 2, 5, 2), (2, 3, 5, 3)])
     assert split_of(frame) == {(1, 1): "train", (1, 2): "train", (2, 1): "train", (2, 2): "val", (2, 3): "test"}

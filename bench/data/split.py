@@ -6,7 +6,8 @@ users) are broken by *file order*: sorting on (user, timestamp, position in the 
 a stable sort on (user, timestamp), so of two tied rows the later one in the file counts as later
 (the test item). Then last -> test, second last -> validation, the rest -> train; a user with fewer
 than `min_interactions` positives goes to train entirely. Done with one sort and a group-wise count,
-no per-user loop.
+no per-user loop. A (user, item) pair liked more than once (click logs) counts once, at its latest
+occurrence: otherwise an earlier copy of the held-out item would sit in the training data.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def temporal_split(
         raise ValueError(f"min_interactions must be >= 2 (one validation and one test item), got {min_interactions}")
     positives = implicit_positives(interactions, threshold)
     # position is unique, so this order is total: timestamp ties fall back to file order
-    positives = positives.sort_values(["user_id", "timestamp", "position"]).reset_index(drop=True)
+    positives = positives.sort_values(["user_id", "timestamp", "position"])
+    positives = positives.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
     users = positives.groupby("user_id", sort=False)
     count = users["user_id"].transform("size").to_numpy()
     from_end = count - 1 - users.cumcount().to_numpy()

@@ -26,6 +26,12 @@ class SelfAttention(nn.Module):
                                       for k in range(layers)))
         self.out_dim = num_fields * att_dim
 
+    def floats_per_row(self) -> int:
+        """Peak floats per input row: q, k, v and the residual of F fields, plus F x F scores per head."""
+        att_dim = self.out_dim // self.num_fields
+        heads = self.blocks[0].heads
+        return self.num_fields * (5 * att_dim + heads * self.num_fields)
+
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
         return self.blocks(field_embeddings).flatten(1)
 

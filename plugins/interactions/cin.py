@@ -8,20 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.layers import parse_widths
+
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU}
 
 
 def layer_sizes(layers: Sequence[int] | int | str) -> tuple[int, ...]:
     """(128, 128), 128 or "128,128" -> (128, 128); the string form is what --set and Optuna pass."""
-    parts = layers.split(",") if isinstance(layers, str) else [layers] if isinstance(layers, int) else layers
-    try:
-        sizes = tuple(int(p) for p in parts)
-        valid = bool(sizes) and all(size >= 1 for size in sizes)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"cin: layers must be positive ints such as (128, 128) or '128,128', got {layers!r}")
-    return sizes
+    return parse_widths(layers, "cin: layers")
 
 
 class CIN(nn.Module):
@@ -54,6 +48,11 @@ class CIN(nn.Module):
             out_dim += size // 2 if split else size
         self.activation = ACTIVATIONS[activation]()
         self.out_dim = out_dim
+
+    def floats_per_row(self) -> int:
+        """Peak floats per input row: the widest outer product (maps_in * F, D) (chunks full ranking)."""
+        widest = max(conv.in_channels for conv in self.convs)
+        return widest * self.dim + max(self.sizes) * self.dim
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
         x0 = field_embeddings

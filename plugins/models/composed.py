@@ -18,7 +18,7 @@ from torch import nn
 import registry
 from bench.embedding import Embedded
 from bench.features import FeatureSpec
-from bench.layers import MLP
+from bench.layers import MLP, parse_widths
 from bench.model import RankingModel
 
 
@@ -33,17 +33,7 @@ def interaction_names(interactions: Sequence[str] | str) -> tuple[str, ...]:
 
 def mlp_sizes(mlp: Sequence[int] | int | str | None) -> tuple[int, ...]:
     """(128, 64), 128, "128,64" -> hidden widths; None, "" or () -> no MLP."""
-    if mlp is None:
-        return ()
-    parts = mlp.split(",") if isinstance(mlp, str) else [mlp] if isinstance(mlp, int) else mlp
-    try:
-        sizes = tuple(int(p) for p in parts if str(p).strip())
-        valid = all(size >= 1 for size in sizes)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"mlp: expected positive widths such as (128, 64, 32) or '128,64,32', got {mlp!r}")
-    return sizes
+    return parse_widths(mlp, "mlp", allow_empty=True)
 
 
 def fm_dim_space(trial: Any) -> int:
@@ -90,6 +80,14 @@ class ComposedModel(RankingModel):
         if self.mlp is not None:
             logit = logit + self.mlp(e.flat_embeddings).squeeze(1)
         return logit
+
+    def floats_per_pair(self) -> int:
+        """Peak floats one (user, item) pair needs when scored: embeddings, the widest layer, the MLP."""
+        widths = [self.embedding.num_fields * self.embedding.fm_dim, self.embedding.total_dim]
+        widths += [layer.floats_per_row() for layer in self.interactions.values() if hasattr(layer, "floats_per_row")]
+        if self.mlp is not None:
+            widths += [m.out_features for m in self.mlp.modules() if isinstance(m, nn.Linear)]
+        return max(widths)
 
     def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM) and the MLP's first Linear
