@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 
-class Encoder:
+class Encoder(ABC):
     """Base of the encoder plugins. Subclasses define fit, transform, vocab_size, state/from_state.
 
     transform returns int64 of shape (n,) for single-valued encoders and (n, max_len) for
@@ -21,26 +22,30 @@ class Encoder:
     multi_valued = False
     max_len = 1
 
+    @abstractmethod
     def fit(self, values: pd.Series) -> "Encoder":
-        raise NotImplementedError
+        """Learn the vocabulary (or bins) from a column."""
 
+    @abstractmethod
     def transform(self, values: pd.Series) -> np.ndarray:
-        raise NotImplementedError
+        """Indices of a column's values; 0 where unknown."""
 
     def fit_transform(self, values: pd.Series) -> np.ndarray:
         return self.fit(values).transform(values)
 
     @property
+    @abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        """Number of indices, 0 included."""
 
+    @abstractmethod
     def state(self) -> dict[str, Any]:
         """JSON-serialisable fitted state (constructor options included)."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def from_state(cls, state: dict[str, Any]) -> "Encoder":
-        raise NotImplementedError
+        """The encoder `state()` describes."""
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"encoder": self.name, "state": self.state()}))

@@ -29,7 +29,9 @@ class RankingModel(nn.Module):
         """Called once with the InteractionData before training; most models need nothing."""
 
     def head(self, e: Embedded) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must define head(embedded) -> logits (B,)")
+        """Logits (B,) from the three views. Models that embed differently (NeuMF) override forward and
+        score_all instead."""
+        raise TypeError(f"{type(self).__name__} defines neither head(embedded) nor its own forward")
 
     def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embedding(user_x, item_x))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from bench.data.types import DatasetFrames, InteractionData
 
 
-class DatasetPlugin:
+class DatasetPlugin(ABC):
     """A dataset: `DatasetPlugin(data_dir=None, cache_dir=None, download=True, **options).load()`.
 
     data_dir: a local directory with the files (also BENCH_DATA_DIR); otherwise the official archive is
@@ -28,8 +29,9 @@ class DatasetPlugin:
         self.download = download
         self.options = options
 
+    @abstractmethod
     def load(self) -> DatasetFrames:
-        raise NotImplementedError
+        """The frames and column schema."""
 
 
 class TrainSamples:
@@ -44,7 +46,7 @@ class TrainSamples:
         return len(self.users)
 
 
-class NegativeSampler:
+class NegativeSampler(ABC):
     """Draws `num_negatives` items per training positive, never one of the user's training positives.
 
     `fit(data)` once, then `sample(epoch)` gives that epoch's TrainSamples; the draw depends only on
@@ -60,8 +62,10 @@ class NegativeSampler:
         self.seed = seed
         self.options = options
 
+    @abstractmethod
     def fit(self, data: InteractionData) -> "NegativeSampler":
-        raise NotImplementedError
+        """Index the training positives and the item pool once."""
 
+    @abstractmethod
     def sample(self, epoch: int) -> TrainSamples:
-        raise NotImplementedError
+        """That epoch's positives and freshly drawn negatives."""
