@@ -277,6 +277,7 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
 
 def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C arrives through stop_event
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a spawned process starts with Optuna's INFO
     work(cfg, worker, stop_event=stop_event)
 
 
