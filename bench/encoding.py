@@ -30,6 +30,16 @@ class Encoder(ABC):
     def transform(self, values: pd.Series) -> np.ndarray:
         """Indices of a column's values; 0 where unknown."""
 
+    @property
+    @abstractmethod
+    def fitted(self) -> bool:
+        """Whether fit (or from_state) has given this encoder its vocabulary or bins."""
+
+    def require_fitted(self, action: str) -> None:
+        """One clear error for every use of an unfitted encoder."""
+        if not self.fitted:
+            raise RuntimeError(f"{self.name} encoder: call fit() before {action}")
+
     def fit_transform(self, values: pd.Series) -> np.ndarray:
         return self.fit(values).transform(values)
 

@@ -51,9 +51,12 @@ def test_label_mixed_types_is_a_clear_error():
         LabelEncoder().fit(pd.Series(["a", 1], name="zip", dtype=object))
 
 
-def test_transform_before_fit_is_an_error():
-    with pytest.raises(RuntimeError, match="fit"):
-        LabelEncoder().transform(pd.Series([1]))
+@pytest.mark.parametrize("make", [LabelEncoder, MultiHotEncoder, lambda: BucketEncoder(quantiles=4)])
+def test_using_an_unfitted_encoder_is_an_error(make):
+    encoder = make()
+    for use in (lambda: encoder.transform(pd.Series(["1"])), lambda: encoder.vocab_size, encoder.state):
+        with pytest.raises(RuntimeError, match=rf"{encoder.name} encoder: call fit\(\) before"):
+            use()
 
 
 def test_multihot_vocab_over_values_and_zero_padding():

@@ -64,8 +64,7 @@ class BucketEncoder(Encoder):
         return self
 
     def transform(self, values: pd.Series) -> np.ndarray:
-        if self.edges is None:
-            raise RuntimeError("bucket encoder: call fit() before transform()")
+        self.require_fitted("transform()")
         numbers = self._numbers(values)
         index = np.searchsorted(self.edges, numbers, side="right")
         if self.quantiles is not None:  # open-ended outer buckets
@@ -76,14 +75,16 @@ class BucketEncoder(Encoder):
         return index.astype(np.int64)
 
     @property
+    def fitted(self) -> bool:
+        return self.edges is not None
+
+    @property
     def vocab_size(self) -> int:
-        if self.edges is None:
-            raise RuntimeError("bucket encoder: not fitted, vocab_size unknown")
+        self.require_fitted("vocab_size")
         return len(self.edges)  # len - 1 buckets, plus index 0
 
     def state(self) -> dict[str, Any]:
-        if self.edges is None:
-            raise RuntimeError("bucket encoder: not fitted, nothing to save")
+        self.require_fitted("state()")
         return {"bins": self.bins, "quantiles": self.quantiles, "edges": self.edges.tolist()}
 
     @classmethod

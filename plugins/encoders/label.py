@@ -30,20 +30,21 @@ class LabelEncoder(Encoder):
         return self
 
     def transform(self, values: pd.Series) -> np.ndarray:
-        if self.classes is None:
-            raise RuntimeError("label encoder: call fit() before transform()")
+        self.require_fitted("transform()")
         # get_indexer gives -1 for unseen and missing values, hence +1 -> 0
         return self.classes.get_indexer(pd.Series(values)).astype(np.int64) + 1
 
     @property
+    def fitted(self) -> bool:
+        return self.classes is not None
+
+    @property
     def vocab_size(self) -> int:
-        if self.classes is None:
-            raise RuntimeError("label encoder: not fitted, vocab_size unknown")
+        self.require_fitted("vocab_size")
         return len(self.classes) + 1
 
     def state(self) -> dict[str, Any]:
-        if self.classes is None:
-            raise RuntimeError("label encoder: not fitted, nothing to save")
+        self.require_fitted("state()")
         return {"classes": self.classes.tolist()}
 
     @classmethod

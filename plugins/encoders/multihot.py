@@ -47,8 +47,7 @@ class MultiHotEncoder(Encoder):
         return self
 
     def transform(self, values: pd.Series) -> np.ndarray:
-        if self.classes is None:
-            raise RuntimeError("multihot encoder: call fit() before transform()")
+        self.require_fitted("transform()")
         pairs = self._tokens(values)
         codes = self.classes.get_indexer(pairs["token"]).astype(np.int64) + 1
         frame = pd.DataFrame({"row": pairs["row"].to_numpy(), "code": codes})[codes > 0]
@@ -59,14 +58,16 @@ class MultiHotEncoder(Encoder):
         return out
 
     @property
+    def fitted(self) -> bool:
+        return self.classes is not None
+
+    @property
     def vocab_size(self) -> int:
-        if self.classes is None:
-            raise RuntimeError("multihot encoder: not fitted, vocab_size unknown")
+        self.require_fitted("vocab_size")
         return len(self.classes) + 1
 
     def state(self) -> dict[str, Any]:
-        if self.classes is None:
-            raise RuntimeError("multihot encoder: not fitted, nothing to save")
+        self.require_fitted("state()")
         return {"sep": self.sep, "max_len": self.max_len, "classes": self.classes.tolist()}
 
     @classmethod
