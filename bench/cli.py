@@ -247,25 +247,28 @@ def _command_line() -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _write_page(path: Path, title: str, sections: list[str]) -> None:
+    """A results page: the exact command that produced it, then the sections."""
+    from bench.store import write_atomic
+
+    header = [f"# {title}", "", "Produced by:", "", "```", _command_line(), "```", ""]
+    write_atomic(path, "\n".join(header + sections) + "\n")
+    click.echo(f"wrote {path}", err=True)
+
+
 def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
-    """A results page: the exact command, the environment, and the tables."""
+    """The leaderboard page: environment, leaderboard and baseline comparison."""
     from bench import tables
 
-    command = _command_line()
     first = runs[0]
-    lines = [f"# {title}", "", "Produced by:", "", "```", command, "```", "",
-             f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
+    lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
              f"device `{first.device}`, torch {first.versions.get('torch')}, "
              f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
              "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github"), ""]
     if baseline in {r.model for r in runs}:
         lines += [f"## Against the {baseline} baseline (p: paired sign-flip permutation test over users)", "",
                   tables.comparison(runs, baseline, "github"), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    click.echo(f"wrote {path}", err=True)
+    _write_page(path, title, lines)
 
 
 @main.command()
@@ -391,9 +394,7 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
             click.echo(f"{head}\n{table}\nbest params saved to {path}")
             sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
     if output and sections:
-        command = _command_line()
-        Path(output).write_text(f"# Tuning results\n\nProduced by:\n\n```\n{command}\n```\n\n" + "\n".join(sections))
-        click.echo(f"wrote {output}", err=True)
+        _write_page(Path(output), "Tuning results", sections)
     click.echo(f"next: bench run --models {','.join(models)} --params best --seeds 1,2,3", err=True)
 
 

@@ -78,6 +78,16 @@ class Run:
     per_user: dict[str, np.ndarray]
 
 
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write a results file whole or not at all (a temp file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)

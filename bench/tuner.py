@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import registry
 from bench.device import cpu_count, resolve_device, seed_everything, set_threads
 from bench.runner import DataConfig, RunConfig, build_model, load_data, split_params
+from bench.store import write_atomic
 from bench.trainer import NaNLossError, train
 
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats: stable in practice since 2.9
@@ -335,12 +336,7 @@ def save_best(study: optuna.Study, cfg: TuneConfig) -> Path:
         "trial": best.number, "study": cfg.study_name(), "storage": cfg.storage_url(), "device": cfg.device,
         "params": json.loads(best.user_attrs["run_params"]),
     }
-    path = best_params_path(cfg.results_dir, cfg.run.data, cfg.model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-    return path
+    return write_atomic(best_params_path(cfg.results_dir, cfg.run.data, cfg.model), json.dumps(payload, indent=2))
 
 
 def load_best_params(spec: str, results_dir: str, data: DataConfig,

@@ -34,9 +34,13 @@ def config(tmp_path, **kw) -> TuneConfig:
 
 
 def test_study_completes_saves_best_params_and_resumes(tmp_path):
+    page = tmp_path / "tune.md"
     res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "3", *SYNTH, *FAST,
-                                    "--results-dir", str(tmp_path)], catch_exceptions=False)
+                                    "--results-dir", str(tmp_path), "--output", str(page)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert text.startswith("# Tuning results") and "bench tune --models fm --trials 3" in text
+    assert "| trial" in text and "best_params" in text
     saved = json.loads((tmp_path / "best_params" / "synthetic[n_interactions=3000,n_items=90,n_users=60]-fm.json")
                        .read_text())
     assert saved["model"] == "fm" and {"lr", "weight_decay", "num_negatives", "fm_dim"} <= set(saved["params"])
