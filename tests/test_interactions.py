@@ -79,6 +79,23 @@ def test_cin_shapes_match_the_paper_and_gradients_reach_inputs(layers, split_hal
     assert all(conv.weight.grad.abs().sum() > 0 for conv in layer.convs)
 
 
+@pytest.mark.parametrize("user_fields", [1, 3, 4])
+@pytest.mark.parametrize("layers,split_half,activation", [
+    ("6,4,3", True, "identity"), ((5, 7), False, "identity"), ((8, 6), True, "relu"),
+])
+def test_cin_forward_pairs_equals_forward_on_every_pair(user_fields, layers, split_half, activation):
+    torch.manual_seed(0)
+    layer = CIN(5, 4, layers=layers, split_half=split_half, activation=activation).double()
+    users = torch.randn(3, user_fields, 4, dtype=torch.float64)
+    items = torch.randn(7, 5 - user_fields, 4, dtype=torch.float64)
+    pairs = torch.cat([users.repeat_interleave(7, dim=0), items.repeat(3, 1, 1)], dim=1)  # row u * 7 + i
+    grid = layer.forward_pairs(users, items)
+    assert grid.shape == (3, 7, layer.out_dim)
+    assert torch.allclose(grid.reshape(21, -1), layer(pairs))
+    if activation == "identity":  # the reference is the paper's linear CIN
+        assert torch.allclose(layer(pairs), cin_reference(layer, pairs))
+
+
 def test_cin_rejects_bad_layer_options():
     with pytest.raises(ValueError, match="even size"):
         CIN(4, 8, layers=(7, 8), split_half=True)

@@ -50,23 +50,50 @@ class CIN(nn.Module):
         self.out_dim = out_dim
 
     def floats_per_row(self) -> int:
-        """Peak floats per input row: the widest outer product (maps_in * F, D) (chunks full ranking)."""
-        widest = max(conv.in_channels for conv in self.convs)
-        return widest * self.dim + max(self.sizes) * self.dim
+        """Peak floats per scored row or (user, item) pair, a bound over `forward` (the outer product and
+        the layer's maps) and `forward_pairs` (input maps, two copies, three outputs): chunks ranking."""
+        return max(self.dim * (conv.in_channels + 4 * size) for conv, size in zip(self.convs, self.sizes, strict=True))
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
-        x0 = field_embeddings
-        b, _, d = x0.shape
+        b, _, d = field_embeddings.shape
+        x0 = field_embeddings.transpose(1, 2)  # (B, D, F): channels last, so each layer is one flat matmul
         hidden, pooled = x0, []
         for conv, split in zip(self.convs, self.splits, strict=True):
-            outer = torch.einsum("bhd,bmd->bhmd", hidden, x0).reshape(b, -1, d)
-            maps = self.activation(conv(outer))  # (B, size, D)
-            if split:
-                hidden, out = maps.chunk(2, dim=1)
-            else:
-                hidden = out = maps
-            pooled.append(out.sum(dim=2))
+            # channel h * F + m of the outer product is x^{k-1}_h * x^0_m, the order of the conv's weight
+            outer = (hidden.unsqueeze(3) * x0.unsqueeze(2)).reshape(b * d, -1)
+            maps = self.activation(outer @ conv.weight.flatten(1).T).view(b, d, -1)  # (B, D, size)
+            hidden, out = self._split(maps, split)
+            pooled.append(out.sum(dim=1))
         return torch.cat(pooled, dim=1)
+
+    def forward_pairs(self, user_fields: torch.Tensor, item_fields: torch.Tensor) -> torch.Tensor:
+        """Every (user, item) pair's output, (U, Fu, D) x (I, Fi, D) -> (U, I, out_dim), the fields of a
+        pair being the user's then the item's (as in `Embedded.concat`).
+
+        A layer's sum over the fields m of x^0 splits by side. For one user, sum over the user's fields
+        of W_hpm x^0_m is, per coordinate d, a (maps_in x size) matrix: that half of the layer is one
+        batched matmul over all the user's pairs. Only the item fields' half needs the outer product, so
+        a pair costs (1 + Fi) / F of `forward`'s multiply-adds.
+        """
+        (n_u, f_u, d), (n_i, f_i) = user_fields.shape, item_fields.shape[:2]
+        xu, xi = user_fields.transpose(1, 2), item_fields.transpose(1, 2)  # (U, D, Fu), (I, D, Fi)
+        hidden = torch.cat([xu.unsqueeze(1).expand(n_u, n_i, d, f_u), xi.unsqueeze(0).expand(n_u, n_i, d, f_i)],
+                           dim=3)  # (U, I, D, F): x^0 of every pair
+        pooled = []
+        for conv, split, size in zip(self.convs, self.splits, self.sizes, strict=True):
+            w = conv.weight.view(size, -1, f_u + f_i)  # (size, maps_in, F)
+            per_user = torch.einsum("hpm,udm->udph", w[:, :, :f_u], xu)  # (U, D, maps_in, size)
+            by_user = (hidden.transpose(1, 2) @ per_user).transpose(1, 2)  # (U, I, D, size)
+            outer = (hidden.unsqueeze(4) * xi.view(1, n_i, d, 1, f_i)).reshape(n_u * n_i * d, -1)
+            by_item = (outer @ w[:, :, f_u:].flatten(1).T).view(n_u, n_i, d, size)
+            hidden, out = self._split(self.activation(by_user + by_item), split)
+            pooled.append(out.sum(dim=2))
+        return torch.cat(pooled, dim=2)
+
+    @staticmethod
+    def _split(maps: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(maps for the next layer, maps sent to the output), channels last: the first half goes on."""
+        return maps.chunk(2, dim=-1) if split else (maps, maps)
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

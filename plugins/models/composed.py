@@ -90,8 +90,9 @@ class ComposedModel(RankingModel):
         return max(widths)
 
     def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM) and the MLP's first Linear
-        work per side and broadcast; only other layers (CIN, attention) see the (U*I, F, D) pairs."""
+        """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM) or `forward_pairs` (CIN) and
+        the MLP's first Linear work per side and broadcast; only other layers (attention) see the
+        (U*I, F, D) pairs."""
         if self.training:  # dropout would differ between the two paths; training never ranks all pairs
             return super().score_all(user_x, item_x)
         eu, ei = self.embedding.embed("user", user_x), self.embedding.embed("item", item_x)
@@ -101,6 +102,10 @@ class ComposedModel(RankingModel):
         for name, layer in self.interactions.items():
             if hasattr(layer, "pair_scores"):
                 logit = logit + layer.pair_scores(eu.field_embeddings, ei.field_embeddings)
+                continue
+            if hasattr(layer, "forward_pairs"):
+                pairs = layer.forward_pairs(eu.field_embeddings, ei.field_embeddings)  # (U, I, out_dim)
+                logit = logit + self.projections[name](pairs).squeeze(2)
                 continue
             if crossed is None:
                 crossed = Embedded.cross(eu, ei).field_embeddings
