@@ -50,8 +50,9 @@ class CIN(nn.Module):
         self.out_dim = out_dim
 
     def floats_per_row(self) -> int:
-        """Peak floats per scored row or (user, item) pair, a bound over `forward` (the outer product and
-        the layer's maps) and `forward_pairs` (input maps, two copies, three outputs): chunks ranking."""
+        """Peak floats per scored row or (user, item) pair, a bound over `forward` (outer product and maps)
+        and `forward_pairs` (input maps and a copy, the item fields' outer product, the two halves' maps and
+        their sum); the evaluator sizes its chunks by it."""
         return max(self.dim * (conv.in_channels + 4 * size) for conv, size in zip(self.convs, self.sizes, strict=True))
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
@@ -77,17 +78,19 @@ class CIN(nn.Module):
         """
         (n_u, f_u, d), (n_i, f_i) = user_fields.shape, item_fields.shape[:2]
         xu, xi = user_fields.transpose(1, 2), item_fields.transpose(1, 2)  # (U, D, Fu), (I, D, Fi)
-        hidden = torch.cat([xu.unsqueeze(1).expand(n_u, n_i, d, f_u), xi.unsqueeze(0).expand(n_u, n_i, d, f_i)],
-                           dim=3)  # (U, I, D, F): x^0 of every pair
+        # layout (U, D, I, channels) throughout: every matmul below is then on contiguous blocks
+        xi_by_d = xi.transpose(0, 1).unsqueeze(0)  # (1, D, I, Fi)
+        hidden = torch.cat([xu.unsqueeze(2).expand(n_u, d, n_i, f_u), xi_by_d.expand(n_u, d, n_i, f_i)], dim=3)
         pooled = []
         for conv, split, size in zip(self.convs, self.splits, self.sizes, strict=True):
             w = conv.weight.view(size, -1, f_u + f_i)  # (size, maps_in, F)
-            per_user = torch.einsum("hpm,udm->udph", w[:, :, :f_u], xu)  # (U, D, maps_in, size)
-            by_user = (hidden.transpose(1, 2) @ per_user).transpose(1, 2)  # (U, I, D, size)
-            outer = (hidden.unsqueeze(4) * xi.view(1, n_i, d, 1, f_i)).reshape(n_u * n_i * d, -1)
-            by_item = (outer @ w[:, :, f_u:].flatten(1).T).view(n_u, n_i, d, size)
-            hidden, out = self._split(self.activation(by_user + by_item), split)
-            pooled.append(out.sum(dim=2))
+            maps_in = w.shape[1]
+            per_user = torch.einsum("hpm,udm->udph", w[:, :, :f_u], xu).reshape(n_u * d, maps_in, size)
+            outer = (xi_by_d.unsqueeze(4) * hidden.unsqueeze(3)).reshape(-1, f_i * maps_in)  # field-major
+            by_item = (outer @ w[:, :, f_u:].transpose(1, 2).flatten(1).T).view(n_u * d, n_i, size)
+            maps = by_item.baddbmm_(hidden.reshape(n_u * d, n_i, maps_in), per_user)  # in place: no copy
+            hidden, out = self._split(self.activation(maps.view(n_u, d, n_i, size)), split)
+            pooled.append(out.sum(dim=1))  # (U, I, out)
         return torch.cat(pooled, dim=2)
 
     @staticmethod
