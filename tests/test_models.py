@@ -190,7 +190,7 @@ def test_defaults_follow_the_reference_notebook_and_the_papers():
     assert list(registry.create("model", "fm", spec=spec).interactions) == ["fm"]
     assert registry.create("model", "fm", spec=spec).mlp is None
     assert list(registry.create("model", "xdeepfm", spec=spec).interactions) == ["cin"]  # no FM term
-    assert registry.create("model", "xdeepfm", spec=spec).interactions["cin"].out_dim == 64 + 128
+    assert registry.create("model", "xdeepfm", spec=spec).interactions["cin"].out_dim == 32 + 64  # (64, 64), split
     assert registry.get("model", "autoint") is registry.get("model", "attention-deepfm")
     assert registry.create("model", "autoint", spec=spec).interactions["attention"].out_dim == 5 * 16
 

@@ -80,3 +80,27 @@ def test_each_epoch_draws_new_negatives(small_data):
     finally:
         trainer_mod._epoch_rows = original
     assert len(seen) == 2 and not torch.equal(seen[0].sort().values, seen[1].sort().values)
+
+
+def test_adam_falls_back_to_the_default_kernel_where_fused_is_missing(small_data, monkeypatch):
+    """Fused Adam is used where torch has it; a torch or device without it still trains, same rule."""
+    model = build_model("deepfm", small_data, 8, {})
+    cfg = TrainConfig(lr=2e-3, weight_decay=1e-4, progress=False)
+    first = trainer_mod.make_adam(model, cfg)
+    has_cpu_fused = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert bool(first.defaults.get("fused")) == has_cpu_fused
+    real_adam = torch.optim.Adam
+
+    def no_fused(params, fused=None, **options):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                               "supported devices: ['cuda']")
+        return real_adam(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused)
+    plain = trainer_mod.make_adam(model, cfg)
+    assert not plain.defaults.get("fused") and plain.defaults["lr"] == 2e-3
+    assert plain.defaults["weight_decay"] == 1e-4
+    torch.manual_seed(0)
+    result = train(model, small_data, TrainConfig(epochs=3, batch_size=128, lr=3e-3, progress=False), CPU)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]

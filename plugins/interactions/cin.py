@@ -26,9 +26,11 @@ class CIN(nn.Module):
     the paper, linear as in the authors' default `cross_activation: identity`). Every layer's output
     maps are sum-pooled over D. With `split_half`, each non-final layer sends half of its maps to the
     output and half to the next layer (the authors' code), which halves the next layer's cost.
+    Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs), and 64 maps keep
+    xDeepFM's run within a few minutes on a CPU (128 maps: 2.3x the time per epoch).
     """
 
-    def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (128, 128),
+    def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
                  split_half: bool = True, activation: str = "identity"):
         super().__init__()
         sizes = layer_sizes(layers)
@@ -60,9 +62,11 @@ class CIN(nn.Module):
         x0 = field_embeddings.transpose(1, 2)  # (B, D, F): channels last, so each layer is one flat matmul
         hidden, pooled = x0, []
         for conv, split in zip(self.convs, self.splits, strict=True):
-            # channel h * F + m of the outer product is x^{k-1}_h * x^0_m, the order of the conv's weight
-            outer = (hidden.unsqueeze(3) * x0.unsqueeze(2)).reshape(b * d, -1)
-            maps = self.activation(outer @ conv.weight.flatten(1).T).view(b, d, -1)  # (B, D, size)
+            # field-major outer product (channel m * H + h is x^0_m * x^{k-1}_h: long contiguous rows);
+            # the conv's weight is stored map-major (h * F + m), so it is permuted to match
+            outer = (x0.unsqueeze(3) * hidden.unsqueeze(2)).reshape(b * d, -1)
+            weight = conv.weight.view(conv.out_channels, -1, self.num_fields).transpose(1, 2).flatten(1)
+            maps = self.activation(outer @ weight.T).view(b, d, -1)  # (B, D, size)
             hidden, out = self._split(maps, split)
             pooled.append(out.sum(dim=1))
         return torch.cat(pooled, dim=1)
