@@ -1,4 +1,4 @@
-"""Speed of one DeepFM training step and of one full-ranking evaluation on the real ML-100K
+"""Speed of one training step (DeepFM, xDeepFM) and of one full-ranking evaluation on the real ML-100K
 (run: make bench, or pytest tests/bench_training.py --benchmark-only)."""
 
 import pytest
@@ -10,6 +10,7 @@ import registry
 from bench.data.pipeline import prepare
 from bench.evaluator import evaluate
 from bench.runner import build_model
+from bench.trainer import TrainConfig, make_adam
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +18,11 @@ def ml100k():
     return prepare(registry.create("dataset", "ml-100k", data_dir=ml100k_dir()).load())
 
 
-@pytest.mark.parametrize("batch_size", [256, 4096])
-def test_one_deepfm_training_step(benchmark, ml100k, batch_size):
+@pytest.mark.parametrize("name,batch_size", [("deepfm", 256), ("deepfm", 4096), ("xdeepfm", 256)])
+def test_one_training_step(benchmark, ml100k, name, batch_size):
     torch.manual_seed(0)
-    model = build_model("deepfm", ml100k, 16, {})
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    model = build_model(name, ml100k, 16, {})
+    optimizer = make_adam(model, TrainConfig())  # the trainer's optimizer
     samples = registry.create("sampler", "uniform", num_negatives=4, seed=0).fit(ml100k).sample(1)
     rows = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))[:batch_size]
     user_x, item_x = ml100k.user_features[samples.users[rows]], ml100k.item_features[samples.items[rows]]
@@ -41,7 +42,7 @@ def test_one_deepfm_training_step(benchmark, ml100k, batch_size):
     benchmark(step)
 
 
-@pytest.mark.parametrize("name", ["deepfm", "autoint"])  # xdeepfm: ~35 s a round
+@pytest.mark.parametrize("name", ["deepfm", "autoint", "xdeepfm"])
 def test_full_ranking_evaluation(benchmark, ml100k, name):
     torch.manual_seed(0)
     model = build_model(name, ml100k, 16, {})
