@@ -15,6 +15,7 @@ import click
 
 import registry
 from bench.device import set_threads
+from bench.trainer import TrainConfig
 
 RESULTS_DIR = "results"
 
@@ -64,13 +65,15 @@ def data_options(f: Callable) -> Callable:
 def train_options(f: Callable) -> Callable:
     """Training and evaluation knobs (shared by run and tune)."""
     options = [
-        click.option("--epochs", default=30, show_default=True),
-        click.option("--batch-size", default=256, show_default=True),
-        click.option("--lr", default=1e-3, show_default=True),
-        click.option("--weight-decay", default=1e-5, show_default=True),
-        click.option("--patience", default=5, show_default=True, help="epochs without val NDCG@10 gain"),
-        click.option("--num-negatives", default=4, show_default=True, help="training negatives per positive"),
-        click.option("--sampler", default="uniform", show_default=True, help="negative sampler plugin"),
+        click.option("--epochs", default=TrainConfig.epochs, show_default=True),
+        click.option("--batch-size", default=TrainConfig.batch_size, show_default=True),
+        click.option("--lr", default=TrainConfig.lr, show_default=True),
+        click.option("--weight-decay", default=TrainConfig.weight_decay, show_default=True),
+        click.option("--patience", default=TrainConfig.patience, show_default=True,
+                     help="epochs without val NDCG@10 gain"),
+        click.option("--num-negatives", default=TrainConfig.num_negatives, show_default=True,
+                     help="training negatives per positive"),
+        click.option("--sampler", default=TrainConfig.sampler, show_default=True, help="negative sampler plugin"),
         click.option("--fm-dim", default=16, show_default=True, help="embedding dim shared by FM and MLP"),
         click.option("--protocol", type=click.Choice(["full", "sampled"]), default="full", show_default=True),
         click.option("--eval-negatives", default=999, show_default=True, help="negatives per user, sampled protocol"),
@@ -98,7 +101,6 @@ def _data_config(kw: dict[str, Any]):
 
 def _train_config(kw: dict[str, Any]):
     from bench.metrics import check_ks
-    from bench.trainer import TrainConfig
 
     try:
         check_ks(kw["ks"])
