@@ -242,3 +242,16 @@ def test_time_call_warms_up_then_times_each_repetition():
     timing = kernel.time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeat=5)
     assert len(calls) == 7
     assert timing.min_s <= timing.q1_s <= timing.median_s <= timing.q3_s <= timing.max_s
+
+
+def test_naive_is_timed_only_when_named_but_always_checks_the_others():
+    from bench.kernel import DEFAULT_IMPLS, IMPLEMENTATIONS
+
+    option = next(p for p in kernel_command.params if p.name == "impls")
+    assert "naive" not in DEFAULT_IMPLS and set(DEFAULT_IMPLS) == set(IMPLEMENTATIONS) - {"naive"}
+    assert option.default.split(",") == list(DEFAULT_IMPLS) and KernelConfig().impls == DEFAULT_IMPLS
+    assert option.callback(None, option, "all") == tuple(IMPLEMENTATIONS)  # 'all' still means all
+    result = CliRunner().invoke(kernel_command, [*TINY, "--impl", "naive,sumsq", "--dtype", "float32",
+                                                 "--no-backward", "--devices", "cpu", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [row["impl"] for row in json.loads(result.stdout)] == ["naive", "sumsq"] * 2  # two batch sizes
