@@ -187,8 +187,10 @@ def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData |
                   log: Callable[[str], None] = print) -> list[int]:
     """Every model on every seed; a failed run is recorded and reported, the others go on."""
     data = data if data is not None else load_data(config.data)
-    for name in config.models:  # unknown names fail before any training
-        registry.get("model", config.model_params.get(name, {}).get("registry_model", name.split(":")[0]))
+    for name in config.models:  # unknown names and bad training options fail before any training
+        params = config.model_params.get(name, {})
+        registry.get("model", params.get("registry_model", name.split(":")[0]))
+        replace(config.train, **split_params(params)[1])
     ids = []
     for name in config.models:
         for seed in config.seeds:

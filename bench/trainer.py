@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 import registry
 from bench.data.types import InteractionData
 from bench.evaluator import evaluate
+from bench.metrics import CUTOFF_METRICS
 
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "num_negatives", "sampler",
               "sampler_options", "val_protocol", "val_metric", "eval_negatives")
@@ -52,6 +53,10 @@ class TrainConfig:
             raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"--weight-decay: expected >= 0, got {self.weight_decay!r}")
+        name, at, k = str(self.val_metric).partition("@")
+        if not (self.val_metric == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
+            raise ValueError(f"train.val_metric: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "
+                             f"(e.g. NDCG@10), got {self.val_metric!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -138,8 +138,11 @@ def test_report_refuses_to_mix_evaluation_setups(tmp_path):
     ("--batch-size", "0", "--batch-size: expected a positive integer"),
     ("--lr", "-1", "--lr: expected a positive learning rate"),
     ("--k", "0,10", "--k: "),
+    ("--set", "train.val_metric=AUC", "train.val_metric: expected MRR or one of"),
+    ("--set", "fm.lr=-1", "--lr: expected a positive learning rate"),
 ])
 def test_bad_training_options_fail_before_any_work(tmp_path, option, value, message):
     res = CliRunner().invoke(main, ["run", "--models", "fm", *SYNTH, option, value, "--results-dir", str(tmp_path)])
     assert res.exit_code != 0 and message in res.output
+    assert "seed 1" not in res.output  # refused up front, not run by run
     assert not (tmp_path / "bench.db").exists() or ResultStore(tmp_path).runs() == []

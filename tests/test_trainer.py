@@ -104,3 +104,18 @@ def test_adam_falls_back_to_the_default_kernel_where_fused_is_missing(small_data
     torch.manual_seed(0)
     result = train(model, small_data, TrainConfig(epochs=3, batch_size=128, lr=3e-3, progress=False), CPU)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+@pytest.mark.parametrize("metric", ["NDCG", "NDCG@", "NDCG@0", "ndcg@10", "AUC@10", "MRR@10"])
+def test_a_bad_validation_metric_is_refused_before_training(metric):
+    with pytest.raises(ValueError, match="train.val_metric: expected MRR or one of HR, NDCG, Recall, MAP"):
+        TrainConfig(val_metric=metric)
+
+
+@pytest.mark.parametrize("metric", ["MRR", "HR@20"])
+def test_early_stopping_can_follow_another_validation_metric(small_data, metric):
+    torch.manual_seed(0)
+    model = build_model("deepfm", small_data, 8, {})
+    result = train(model, small_data, TrainConfig(epochs=2, batch_size=128, val_metric=metric, progress=False), CPU)
+    values = [h[f"val_{metric}"] for h in result.history]
+    assert result.best_value == max(values) and result.best_epoch == 1 + values.index(max(values))
