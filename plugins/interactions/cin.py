@@ -26,8 +26,8 @@ class CIN(nn.Module):
     the paper, linear as in the authors' default `cross_activation: identity`). Every layer's output
     maps are sum-pooled over D. With `split_half`, each non-final layer sends half of its maps to the
     output and half to the next layer (the authors' code), which halves the next layer's cost.
-    Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs), and 64 maps keep
-    xDeepFM's run within a few minutes on a CPU (128 maps: 2.3x the time per epoch).
+    Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs), and 128 maps cost 2.6x
+    the time per epoch (training + full-ranking validation: 27.7 s against 10.6 s on a 2-core CPU).
     """
 
     def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
