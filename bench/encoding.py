@@ -66,3 +66,18 @@ class Encoder(ABC):
         if payload.get("encoder") != cls.name:
             raise ValueError(f"{path}: holds a {payload.get('encoder')!r} encoder, not {cls.name!r}")
         return cls.from_state(payload["state"])
+
+
+class VocabularyEncoder(Encoder):
+    """An encoder whose indices 1..n stand for the values of a sorted vocabulary, `classes` (0: unknown)."""
+
+    classes: pd.Index | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.classes is not None
+
+    @property
+    def vocab_size(self) -> int:
+        self.require_fitted("vocab_size")
+        return len(self.classes) + 1

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.encoding import Encoder
+from bench.encoding import VocabularyEncoder
 
 
-class LabelEncoder(Encoder):
+class LabelEncoder(VocabularyEncoder):
     """One index per distinct value (sorted); 0 = missing or unseen at transform time."""
 
     name = "label"
@@ -33,15 +33,6 @@ class LabelEncoder(Encoder):
         self.require_fitted("transform()")
         # get_indexer gives -1 for unseen and missing values, hence +1 -> 0
         return self.classes.get_indexer(pd.Series(values)).astype(np.int64) + 1
-
-    @property
-    def fitted(self) -> bool:
-        return self.classes is not None
-
-    @property
-    def vocab_size(self) -> int:
-        self.require_fitted("vocab_size")
-        return len(self.classes) + 1
 
     def state(self) -> dict[str, Any]:
         self.require_fitted("state()")

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.encoding import Encoder
+from bench.encoding import VocabularyEncoder
 
 
-class MultiHotEncoder(Encoder):
+class MultiHotEncoder(VocabularyEncoder):
     """A set-valued column as a padded index list (EmbeddingBag input); "" or missing = no value."""
 
     name = "multihot"
@@ -56,15 +56,6 @@ class MultiHotEncoder(Encoder):
         out = np.zeros((len(values), self.max_len), dtype=np.int64)
         out[frame["row"].to_numpy()[keep], slot[keep]] = frame["code"].to_numpy()[keep]
         return out
-
-    @property
-    def fitted(self) -> bool:
-        return self.classes is not None
-
-    @property
-    def vocab_size(self) -> int:
-        self.require_fitted("vocab_size")
-        return len(self.classes) + 1
 
     def state(self) -> dict[str, Any]:
         self.require_fitted("state()")
