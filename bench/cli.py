@@ -74,6 +74,8 @@ def train_options(f: Callable) -> Callable:
         click.option("--num-negatives", default=TrainConfig.num_negatives, show_default=True,
                      help="training negatives per positive"),
         click.option("--sampler", default=TrainConfig.sampler, show_default=True, help="negative sampler plugin"),
+        click.option("--sampler-opt", "sampler_opts", multiple=True, callback=_kv, metavar="KEY=VALUE",
+                     help="sampler option, e.g. alpha=0.5 for popularity (repeatable)"),
         click.option("--fm-dim", default=16, show_default=True, help="embedding dim shared by FM and MLP"),
         click.option("--protocol", type=click.Choice(["full", "sampled"]), default="full", show_default=True),
         click.option("--eval-negatives", default=999, show_default=True, help="negatives per user, sampled protocol"),
@@ -109,7 +111,8 @@ def _train_config(kw: dict[str, Any]):
     progress = kw.pop("progress")
     options = dict(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
                    weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
-                   num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"), ties=kw["ties"],
+                   num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"),
+                   sampler_options=dict(kw.pop("sampler_opts")), ties=kw["ties"],
                    eval_negatives=kw["eval_negatives"], val_protocol=kw["protocol"],
                    progress=sys.stderr.isatty() if progress is None else progress)
     return _guard(lambda: TrainConfig(**options))

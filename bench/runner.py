@@ -187,10 +187,15 @@ def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData |
                   log: Callable[[str], None] = print) -> list[int]:
     """Every model on every seed; a failed run is recorded and reported, the others go on."""
     data = data if data is not None else load_data(config.data)
-    for name in config.models:  # unknown names and bad training options fail before any training
+    for name in config.models:  # unknown names, bad training or sampler options fail before any training
         params = config.model_params.get(name, {})
         registry.get("model", params.get("registry_model", name.split(":")[0]))
-        replace(config.train, **split_params(params)[1])
+        train = replace(config.train, **split_params(params)[1])
+        try:
+            registry.create("sampler", train.sampler, num_negatives=train.num_negatives, seed=train.seed,
+                            **train.sampler_options)
+        except TypeError as exc:  # unknown option names
+            raise ValueError(f"--sampler-opt: {exc}") from exc
     ids = []
     for name in config.models:
         for seed in config.seeds:

@@ -133,7 +133,17 @@ def test_report_refuses_to_mix_evaluation_setups(tmp_path):
     assert run.num_negatives == 20 and run.timings["test_candidates_mean"] <= 21
 
 
+def test_sampler_options_reach_the_sampler_and_are_recorded(tmp_path):
+    res = invoke("run", "--models", "fm", *SYNTH, *FAST, "--sampler", "popularity", "--sampler-opt", "alpha=0.5",
+                 "--sampler-opt", "exclude_held_out=true", "--results-dir", str(tmp_path), "--format", "json")
+    assert res.exit_code == 0, res.output
+    train = ResultStore(tmp_path).runs()[0].config["train"]
+    assert train["sampler"] == "popularity" and train["sampler_options"] == {"alpha": 0.5, "exclude_held_out": True}
+
+
 @pytest.mark.parametrize("option, value, message", [
+    ("--sampler-opt", "nope=1", "--sampler-opt: uniform sampler: unknown options ['nope']; known: exclude_held_out"),
+    ("--sampler-opt", "exclude_held_out=maybe", "exclude_held_out must be true or false"),
     ("--epochs", "0", "--epochs: expected a positive integer"),
     ("--batch-size", "0", "--batch-size: expected a positive integer"),
     ("--lr", "-1", "--lr: expected a positive learning rate"),

@@ -67,6 +67,27 @@ def test_validation_and_test_items_may_be_training_negatives(data, name):
     assert drawn == held_out
 
 
+@pytest.mark.parametrize("name", ["uniform", "popularity"])
+def test_exclude_held_out_never_draws_validation_or_test_items(sparse, name):
+    """The notebook's (leaky) protocol, on request only: each user's held-out items are never negatives."""
+    held_out = {(int(u), int(i)) for split in (sparse.val, sparse.test)
+                for u, i in zip(split.users, split.items, strict=True)}
+    for exclude, expect_held_out in ((True, False), (False, True)):
+        sampler = registry.create("sampler", name, num_negatives=8, seed=3, exclude_held_out=exclude).fit(sparse)
+        drawn = set()
+        for epoch in range(20):
+            s, n_pos = sampler.sample(epoch), len(sparse.train)
+            drawn |= set(zip(s.users.numpy()[n_pos:].tolist(), s.items.numpy()[n_pos:].tolist(), strict=True))
+        assert bool(drawn & held_out) == expect_held_out
+        assert not any(sparse.train_csr.contains(np.array([u]), np.array([i]))[0] for u, i in drawn)
+
+
+def test_exclude_held_out_leaves_a_fan_of_every_item_no_negative(data):
+    # user row 1 likes every item: without its val and test items nothing is left to draw
+    with pytest.raises(ValueError, match=r"user row 1 \(raw id 0\) has positives on all"):
+        registry.create("sampler", "uniform", exclude_held_out=True).fit(data)
+
+
 def test_layout_positives_then_k_negatives_each(data):
     k = 4
     s = registry.create("sampler", "uniform", num_negatives=k).fit(data).sample(0)
@@ -127,8 +148,12 @@ def test_user_covering_the_pool_is_an_error_naming_the_user():
 
 
 def test_sampler_option_errors():
-    with pytest.raises(TypeError, match=r"unknown options \['alpha'\]"):
+    with pytest.raises(TypeError, match=r"unknown options \['alpha'\]; known: exclude_held_out"):
         registry.create("sampler", "uniform", alpha=0.5)
+    with pytest.raises(TypeError, match=r"unknown options \['beta'\]; known: alpha, exclude_held_out"):
+        registry.create("sampler", "popularity", beta=0.5)
+    with pytest.raises(ValueError, match="exclude_held_out must be true or false"):
+        registry.create("sampler", "uniform", exclude_held_out="yes")
     with pytest.raises(ValueError, match="alpha"):
         registry.create("sampler", "popularity", alpha=-1)
     with pytest.raises(ValueError, match="num_negatives"):

@@ -18,6 +18,7 @@ class PopularitySampler(UniformSampler):
     """Negatives skewed toward popular items: weight = training count ** alpha."""
 
     name = "popularity"
+    known_options = ("alpha", "exclude_held_out")
 
     def __init__(self, num_negatives: int = 4, seed: int = 0, alpha: float = 0.75, **options: Any):
         super().__init__(num_negatives=num_negatives, seed=seed, **options)
