@@ -15,7 +15,7 @@ import click
 
 import registry
 from bench.device import set_threads
-from bench.trainer import TrainConfig
+from bench.trainer import TrainConfig, make_sampler
 
 RESULTS_DIR = "results"
 
@@ -115,7 +115,9 @@ def _train_config(kw: dict[str, Any]):
                    sampler_options=dict(kw.pop("sampler_opts")), ties=kw["ties"],
                    eval_negatives=kw["eval_negatives"], val_protocol=kw["protocol"],
                    progress=sys.stderr.isatty() if progress is None else progress)
-    return _guard(lambda: TrainConfig(**options))
+    config = _guard(lambda: TrainConfig(**options))
+    _guard(lambda: make_sampler(config))  # bad --sampler / --sampler-opt fail before any work
+    return config
 
 
 def _fail(message: str) -> None:

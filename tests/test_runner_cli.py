@@ -144,6 +144,7 @@ def test_sampler_options_reach_the_sampler_and_are_recorded(tmp_path):
 @pytest.mark.parametrize("option, value, message", [
     ("--sampler-opt", "nope=1", "--sampler-opt: uniform sampler: unknown options ['nope']; known: exclude_held_out"),
     ("--sampler-opt", "exclude_held_out=maybe", "exclude_held_out must be true or false"),
+    ("--sampler", "nope", "unknown sampler 'nope'. Known samplers: popularity, uniform"),
     ("--epochs", "0", "--epochs: expected a positive integer"),
     ("--batch-size", "0", "--batch-size: expected a positive integer"),
     ("--lr", "-1", "--lr: expected a positive learning rate"),

@@ -59,6 +59,17 @@ def test_study_completes_saves_best_params_and_resumes(tmp_path):
     assert set(params) == {"fm"} and params["fm"]["registry_model"] == "fm"
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--sampler-opt", "nope=1", "--sampler-opt: uniform sampler: unknown options ['nope']"),
+    ("--sampler", "nope", "unknown sampler 'nope'. Known samplers: popularity, uniform"),
+])
+def test_bad_sampler_options_fail_before_any_trial(tmp_path, option, value, message):
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "2", *SYNTH, *FAST, option, value,
+                                    "--results-dir", str(tmp_path)])
+    assert res.exit_code != 0 and message in res.output
+    assert "Traceback" not in res.output and not list(tmp_path.iterdir())  # no study was created
+
+
 def test_params_best_reruns_tuned_next_to_defaults_and_baseline(tmp_path):
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"model": "fm", "params": {"lr": 0.005, "fm_dim": 8}}))
