@@ -263,13 +263,20 @@ def _write_page(path: Path, title: str, sections: list[str]) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
+def _sampler_label(train: dict[str, Any]) -> str:
+    """'uniform', or with its options: 'uniform exclude_held_out=True' (a page must say when they differ)."""
+    options = " ".join(f"{k}={v}" for k, v in sorted((train.get("sampler_options") or {}).items()))
+    return " ".join(filter(None, [train.get("sampler", "?"), options]))
+
+
 def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
     """The leaderboard page: environment, leaderboard and baseline comparison."""
     from bench import tables
 
     first = runs[0]
+    samplers = ", ".join(f"`{s}`" for s in sorted({_sampler_label(r.config.get("train", {})) for r in runs}))
     lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
-             f"device `{first.device}`, torch {first.versions.get('torch')}, "
+             f"training negatives {samplers}, device `{first.device}`, torch {first.versions.get('torch')}, "
              f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
              "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github"), ""]
     if baseline in {r.model for r in runs}:

@@ -46,6 +46,7 @@ def test_run_prints_comparison_against_the_baseline_and_writes_markdown(tmp_path
     text = out.read_text()
     assert text.startswith("# synthetic[") and "bench run --models fm,mostpop" in text
     assert "| model" in text and "fm vs mostpop" in text
+    assert "training negatives `uniform`," in text
 
 
 def test_unknown_model_is_a_clear_cli_error(tmp_path):
@@ -135,10 +136,13 @@ def test_report_refuses_to_mix_evaluation_setups(tmp_path):
 
 def test_sampler_options_reach_the_sampler_and_are_recorded(tmp_path):
     res = invoke("run", "--models", "fm", *SYNTH, *FAST, "--sampler", "popularity", "--sampler-opt", "alpha=0.5",
-                 "--sampler-opt", "exclude_held_out=true", "--results-dir", str(tmp_path), "--format", "json")
+                 "--sampler-opt", "exclude_held_out=true", "--results-dir", str(tmp_path), "--format", "json",
+                 "--output", str(tmp_path / "page.md"))
     assert res.exit_code == 0, res.output
     train = ResultStore(tmp_path).runs()[0].config["train"]
     assert train["sampler"] == "popularity" and train["sampler_options"] == {"alpha": 0.5, "exclude_held_out": True}
+    # the page says how the negatives were drawn, so a leaky comparison cannot pass for a leaderboard
+    assert "training negatives `popularity alpha=0.5 exclude_held_out=True`," in (tmp_path / "page.md").read_text()
 
 
 @pytest.mark.parametrize("option, value, message", [
