@@ -15,7 +15,7 @@ import click
 
 import registry
 from bench.device import set_threads
-from bench.trainer import TrainConfig, make_sampler
+from bench.trainer import TrainConfig
 
 RESULTS_DIR = "results"
 
@@ -115,9 +115,7 @@ def _train_config(kw: dict[str, Any]):
                    sampler_options=dict(kw.pop("sampler_opts")), ties=kw["ties"],
                    eval_negatives=kw["eval_negatives"], val_protocol=kw["protocol"],
                    progress=sys.stderr.isatty() if progress is None else progress)
-    config = _guard(lambda: TrainConfig(**options))
-    _guard(lambda: make_sampler(config))  # bad --sampler / --sampler-opt fail before any work
-    return config
+    return _guard(lambda: TrainConfig(**options))
 
 
 def _fail(message: str) -> None:

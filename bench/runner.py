@@ -21,7 +21,7 @@ from bench.data.types import InteractionData
 from bench.device import resolve_device, seed_everything
 from bench.evaluator import evaluate
 from bench.store import ResultStore
-from bench.trainer import TRAIN_KEYS, TrainConfig, make_sampler, train
+from bench.trainer import TRAIN_KEYS, TrainConfig, train
 
 DEFAULT_MODELS = ("deepfm", "xdeepfm", "neumf")
 
@@ -190,7 +190,7 @@ def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData |
     for name in config.models:  # unknown names, bad training or sampler options fail before any training
         params = config.model_params.get(name, {})
         registry.get("model", params.get("registry_model", name.split(":")[0]))
-        make_sampler(replace(config.train, **split_params(params)[1]))
+        replace(config.train, **split_params(params)[1])
     ids = []
     for name in config.models:
         for seed in config.seeds:

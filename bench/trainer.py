@@ -57,6 +57,7 @@ class TrainConfig:
         if not (self.val_metric == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
             raise ValueError(f"train.val_metric: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "
                              f"(e.g. NDCG@10), got {self.val_metric!r}")
+        make_sampler(self)  # an unknown sampler or sampler option fails here, before any work
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +93,7 @@ def _epoch_rows(data: InteractionData, sampler: Any, epoch: int, generator: torc
 
 def make_sampler(config: TrainConfig) -> Any:
     """The configured negative sampler, not fitted yet; unknown option names are a ValueError that names
-    the --sampler-opt option (the CLI and the runner build one up front to refuse bad options early)."""
+    the --sampler-opt option (TrainConfig builds one on creation, so bad options are refused early)."""
     try:
         return registry.create("sampler", config.sampler, num_negatives=config.num_negatives, seed=config.seed,
                                **config.sampler_options)
