@@ -96,6 +96,62 @@ def test_cin_forward_pairs_equals_forward_on_every_pair(user_fields, layers, spl
         assert torch.allclose(layer(pairs), cin_reference(layer, pairs))
 
 
+@pytest.mark.parametrize("fields,layers,split_half", [
+    (6, (64, 64), True), (5, "6,4,3", True), (5, (5, 7), False), (4, (8,), True), (3, (4, 4, 4, 4), True),
+])
+def test_linear_cin_as_a_polynomial_equals_the_outer_products(fields, layers, split_half):
+    """Both ways of computing a linear CIN give the same output and the same gradients, for inputs and
+    weights (the polynomial's coefficients are composed from the convolution weights every call)."""
+    torch.manual_seed(0)
+    layer = CIN(fields, 4, layers=layers, split_half=split_half).double()
+    x = torch.randn(7, fields, 4, dtype=torch.float64, requires_grad=True)
+    results = []
+    for polynomial in (True, False):
+        layer.polynomial = polynomial
+        out = layer(x)
+        results.append((out, torch.autograd.grad(out.pow(2).sum(), [x, *layer.parameters()])))
+    (poly, poly_grads), (outer, outer_grads) = results
+    assert torch.allclose(poly, outer) and torch.allclose(poly, cin_reference(layer, x))
+    for a, b in zip(poly_grads, outer_grads, strict=True):
+        assert torch.allclose(a, b)
+
+
+def test_cin_takes_the_polynomial_only_where_it_is_exact_and_smaller():
+    assert CIN(6, 16, layers=(64, 64)).polynomial  # MovieLens: 6 fields
+    assert not CIN(6, 16, layers=(64, 64), activation="relu").polynomial  # not a polynomial
+    assert not CIN(39, 16, layers=(128, 128)).polynomial  # Criteo's 39 fields: 39^3 products per row
+    small = CIN(6, 16, layers=(64, 64))
+    assert small.floats_per_row() < CIN(6, 16, layers=(64, 64), activation="relu").floats_per_row()
+
+
+@pytest.mark.parametrize("user_fields", [1, 3, 4])
+@pytest.mark.parametrize("layers,split_half,polynomial,activation", [
+    ((64, 64), True, True, "identity"), ("6,4,3", True, True, "identity"), ((5, 7), False, False, "identity"),
+    ((8, 6), True, False, "relu"),
+])
+def test_cin_pair_scores_equal_forward_on_every_pair_read_out(user_fields, layers, split_half, polynomial,
+                                                               activation):
+    torch.manual_seed(0)
+    layer = CIN(5, 4, layers=layers, split_half=split_half, activation=activation).double()
+    layer.polynomial = polynomial
+    users = torch.randn(3, user_fields, 4, dtype=torch.float64)
+    items = torch.randn(7, 5 - user_fields, 4, dtype=torch.float64)
+    pairs = torch.cat([users.repeat_interleave(7, dim=0), items.repeat(3, 1, 1)], dim=1)  # row u * 7 + i
+    readout = torch.randn(layer.out_dim, dtype=torch.float64)
+    scores = layer.pair_scores(users, items, readout)
+    assert scores.shape == (3, 7)
+    assert torch.allclose(scores.reshape(21), layer(pairs) @ readout)
+
+
+def test_cin_pair_scores_without_readout_need_out_dim_one():
+    layer = CIN(3, 4, layers=(1,)).double()
+    users, items = torch.randn(2, 1, 4, dtype=torch.float64), torch.randn(3, 2, 4, dtype=torch.float64)
+    pairs = torch.cat([users.repeat_interleave(3, dim=0), items.repeat(2, 1, 1)], dim=1)
+    assert torch.allclose(layer.pair_scores(users, items).reshape(6), layer(pairs).reshape(6))
+    with pytest.raises(ValueError, match="readout"):
+        CIN(3, 4, layers=(4,)).pair_scores(users.float(), items.float())
+
+
 def test_cin_rejects_bad_layer_options():
     with pytest.raises(ValueError, match="even size"):
         CIN(4, 8, layers=(7, 8), split_half=True)

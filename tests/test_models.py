@@ -278,7 +278,10 @@ def test_full_ranking_chunks_respect_a_wide_layers_footprint():
 
     data = make_data()
     narrow = build("deepfm")
-    wide = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8, **{"cin.layers": "128,128"})
+    # relu: the outer-product path (an identity CIN over few fields is a cheaper polynomial)
+    wide = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8,
+                           **{"cin.layers": "128,128", "cin.activation": "relu"})
+    assert not wide.interactions["cin"].polynomial
     assert wide.floats_per_pair() >= 64 * len(data.spec) * 8  # split_half: 64 maps x F fields x D
     n_items = 1000
     assert _chunk_users(wide, data, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS

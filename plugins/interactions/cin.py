@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench import monomials
 from bench.layers import parse_widths
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU}
@@ -28,6 +29,13 @@ class CIN(nn.Module):
     output and half to the next layer (the authors' code), which halves the next layer's cost.
     Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs), and 128 maps cost 2.6x
     the time per epoch (training + full-ranking validation: 27.7 s against 10.6 s on a 2-core CPU).
+
+    With the identity activation, layer k's maps are, coordinate by coordinate, linear in the products
+    of k + 2 fields, so when the fields are few the CIN is computed as that polynomial (`_polynomial`):
+    the products summed over D, times coefficients composed from the same weights. Same function and
+    gradients up to rounding, with the weights applied after pooling instead of at every coordinate
+    (MovieLens, 6 fields: about 11x fewer multiply-adds), and full ranking without forming the pairs
+    (`pair_scores`).
     """
 
     def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
@@ -41,23 +49,39 @@ class CIN(nn.Module):
         self.num_fields, self.dim, self.sizes = num_fields, dim, sizes
         self.convs = nn.ModuleList()
         self.splits: list[bool] = []
-        maps_in, out_dim = num_fields, 0
+        self.out_sizes: list[int] = []  # maps each layer sends to the output
+        maps_in = num_fields
         for k, size in enumerate(sizes):
             split = split_half and k < len(sizes) - 1
             self.convs.append(nn.Conv1d(maps_in * num_fields, size, kernel_size=1, bias=False))
             self.splits.append(split)
             maps_in = size // 2 if split else size
-            out_dim += size // 2 if split else size
+            self.out_sizes.append(maps_in)
         self.activation = ACTIVATIONS[activation]()
-        self.out_dim = out_dim
+        self.out_dim = sum(self.out_sizes)
+        # a linear CIN is computed as a polynomial when that holds fewer floats per row (few fields)
+        self.polynomial = activation == "identity" and self._polynomial_floats() <= self._outer_floats()
+
+    def _polynomial_floats(self) -> int:
+        """Per row, `_polynomial`'s products: layer k's basis (D x F^(k+1)) and its sums over D (F^(k+2))."""
+        f, d = self.num_fields, self.dim
+        return sum(d * f ** (k + 1) + f ** (k + 2) for k in range(len(self.sizes)))
+
+    def _outer_floats(self) -> int:
+        """Per row, the outer products and maps of every layer: what `forward` keeps for the backward."""
+        return sum(self.dim * (conv.in_channels + size) for conv, size in zip(self.convs, self.sizes, strict=True))
 
     def floats_per_row(self) -> int:
-        """Peak floats per scored row or (user, item) pair, a bound over `forward` (outer product and maps)
-        and `forward_pairs` (input maps and a copy, the item fields' outer product, the two halves' maps and
-        their sum); the evaluator sizes its chunks by it."""
+        """Peak floats per scored row or (user, item) pair, a bound over `forward` and `forward_pairs`
+        (input maps and a copy, the item fields' outer product, the two halves' maps and their sum);
+        the evaluator sizes its chunks by it."""
+        if self.polynomial:
+            return self._polynomial_floats()
         return max(self.dim * (conv.in_channels + 4 * size) for conv, size in zip(self.convs, self.sizes, strict=True))
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        if self.polynomial:
+            return self._polynomial(field_embeddings)
         b, _, d = field_embeddings.shape
         x0 = field_embeddings.transpose(1, 2)  # (B, D, F): channels last, so each layer is one flat matmul
         hidden, pooled = x0, []
@@ -96,6 +120,59 @@ class CIN(nn.Module):
             hidden, out = self._split(self.activation(maps.view(n_u, d, n_i, size)), split)
             pooled.append(out.sum(dim=1))  # (U, I, out)
         return torch.cat(pooled, dim=2)
+
+    def _polynomial(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` of a linear CIN, (B, F, D) -> (B, out_dim), pooling over D before any weight.
+
+        Layer k's maps are linear in the ordered products x_m * basis_n, the basis being products of
+        k + 1 fields (x itself for k = 0). Their sums over D are one batched matmul (B, F, D) x
+        (B, D, n); the layer's weights, composed with the coefficients of its input maps over the basis,
+        turn them into the pooled maps. Only the basis is built coordinate by coordinate.
+        """
+        basis = x.transpose(1, 2)  # (B, D, n): the basis's values per coordinate
+        hidden = torch.eye(self.num_fields, dtype=x.dtype, device=x.device)  # input maps over the basis
+        pooled = []
+        for coefficients, last in self._layer_coefficients(hidden):
+            pooled.append(torch.bmm(x, basis).flatten(1) @ coefficients)  # (B, F * n) -> (B, out_k)
+            if not last:  # products of one more field, ordered like the coefficients' rows: m * n + basis
+                basis = (x.transpose(1, 2).unsqueeze(3) * basis.unsqueeze(2)).flatten(2)
+        return torch.cat(pooled, dim=1)
+
+    def _layer_coefficients(self, hidden: torch.Tensor):
+        """For each layer, (coefficients (F * n, out_k) of its output maps over the products x_m * basis_n,
+        is it the last layer); `hidden` are the first layer's input maps over its basis."""
+        for k, (conv, split) in enumerate(zip(self.convs, self.splits, strict=True)):
+            w = conv.weight.view(conv.out_channels, hidden.shape[0], self.num_fields)  # (size, maps_in, F)
+            maps = torch.einsum("shm,hn->mns", w, hidden).flatten(0, 1)  # (F * n, size)
+            hidden, out = self._split(maps, split)
+            hidden = hidden.T
+            yield out, k == len(self.convs) - 1
+
+    def pair_scores(self, user_fields: torch.Tensor, item_fields: torch.Tensor,
+                    readout: torch.Tensor | None = None) -> torch.Tensor:
+        """Every (user, item) pair's output read out through `readout` (out_dim,) (the model's projection
+        to one logit; may be omitted when out_dim is 1): (U, Fu, D) x (I, Fi, D) -> (U, I).
+
+        As a polynomial, each product of fields in a pair is (its user fields) x (its item fields), so
+        the read-out sums over D and products are one matmul of a per-user by a per-item table.
+        """
+        if readout is None:
+            if self.out_dim != 1:
+                raise ValueError(f"cin: pair_scores needs a readout for its {self.out_dim} outputs")
+            readout = torch.ones(1, dtype=user_fields.dtype, device=user_fields.device)
+        if not self.polynomial:
+            return self.forward_pairs(user_fields, item_fields) @ readout.reshape(-1)
+        f_u, degree = user_fields.shape[1], len(self.sizes) + 1
+        n_left, n_right = monomials.count(f_u, degree), monomials.count(self.num_fields - f_u, degree)
+        table = readout.new_zeros(n_left * n_right)
+        hidden = torch.eye(self.num_fields, dtype=readout.dtype, device=readout.device)
+        readouts = readout.reshape(-1).split(self.out_sizes)
+        for k, ((coefficients, _), r) in enumerate(zip(self._layer_coefficients(hidden), readouts, strict=True)):
+            left, right = monomials.split_products(self.num_fields, f_u, k + 2)
+            table.index_add_(0, (left * n_right + right).to(table.device), coefficients @ r)
+        xu = monomials.values(user_fields.transpose(1, 2), degree)  # (U, D, n_left)
+        xi = monomials.values(item_fields.transpose(1, 2), degree)  # (I, D, n_right)
+        return (xu @ table.view(n_left, n_right)).flatten(1) @ xi.flatten(1).T
 
     @staticmethod
     def _split(maps: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,8 +90,8 @@ class ComposedModel(RankingModel):
         return max(widths)
 
     def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM) or `forward_pairs` (CIN) and
-        the MLP's first Linear work per side and broadcast; only other layers (attention) see the
+        """(U, I) logits, each side embedded once. Layers with `pair_scores` (FM, CIN) or `forward_pairs`
+        and the MLP's first Linear work per side and broadcast; only other layers (attention) see the
         (U*I, F, D) pairs."""
         if self.training:  # dropout would differ between the two paths; training never ranks all pairs
             return super().score_all(user_x, item_x)
@@ -100,8 +100,10 @@ class ComposedModel(RankingModel):
         logit = self.bias + eu.first_order.view(n_u, 1) + ei.first_order.view(1, n_i)
         crossed = None
         for name, layer in self.interactions.items():
-            if hasattr(layer, "pair_scores"):
-                logit = logit + layer.pair_scores(eu.field_embeddings, ei.field_embeddings)
+            if hasattr(layer, "pair_scores"):  # a wider layer reads its output out through the projection
+                projection = self.projections[name]
+                readout = (projection.weight.view(-1),) if isinstance(projection, nn.Linear) else ()
+                logit = logit + layer.pair_scores(eu.field_embeddings, ei.field_embeddings, *readout)
                 continue
             if hasattr(layer, "forward_pairs"):
                 pairs = layer.forward_pairs(eu.field_embeddings, ei.field_embeddings)  # (U, I, out_dim)
