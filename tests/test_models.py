@@ -283,6 +283,17 @@ def test_full_ranking_chunks_respect_a_wide_layers_footprint():
                            **{"cin.layers": "128,128", "cin.activation": "relu"})
     assert not wide.interactions["cin"].polynomial
     assert wide.floats_per_pair() >= 64 * len(data.spec) * 8  # split_half: 64 maps x F fields x D
-    n_items = 1000
+    n_items = 100
     assert _chunk_users(wide, data, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS
     assert _chunk_users(wide, data, n_items) < _chunk_users(narrow, data, n_items)
+
+
+def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows():
+    """Its pair_scores needs about nothing per pair, its forward the products of every row."""
+    from bench.evaluator import _chunk_users
+
+    data = make_data()
+    model = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8)
+    assert model.interactions["cin"].polynomial
+    assert model.floats_per_pair() < model.floats_per_row() == model.interactions["cin"].floats_per_row()
+    assert _chunk_users(model, data, 100, full=True) > _chunk_users(model, data, 100, full=False)

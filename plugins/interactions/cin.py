@@ -72,12 +72,16 @@ class CIN(nn.Module):
         return sum(self.dim * (conv.in_channels + size) for conv, size in zip(self.convs, self.sizes, strict=True))
 
     def floats_per_row(self) -> int:
-        """Peak floats per scored row or (user, item) pair, a bound over `forward` and `forward_pairs`
-        (input maps and a copy, the item fields' outer product, the two halves' maps and their sum);
-        the evaluator sizes its chunks by it."""
+        """Peak floats per row of `forward`, or per pair of `forward_pairs` (input maps and a copy, the item
+        fields' outer product, the two halves' maps and their sum); the evaluator sizes its chunks by it."""
         if self.polynomial:
             return self._polynomial_floats()
         return max(self.dim * (conv.in_channels + 4 * size) for conv, size in zip(self.convs, self.sizes, strict=True))
+
+    def floats_per_pair(self) -> int:
+        """Peak floats per (user, item) pair of `pair_scores`: one score for the polynomial (its per-user
+        and per-item tables are shared by all pairs), else those of `forward_pairs`."""
+        return 1 if self.polynomial else self.floats_per_row()
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
         if self.polynomial:

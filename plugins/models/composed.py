@@ -81,10 +81,18 @@ class ComposedModel(RankingModel):
             logit = logit + self.mlp(e.flat_embeddings).squeeze(1)
         return logit
 
+    def floats_per_row(self) -> int:
+        """Peak floats one scored row needs in `forward`: embeddings, the widest layer, the MLP."""
+        return self._widest(lambda layer: getattr(layer, "floats_per_row", None))
+
     def floats_per_pair(self) -> int:
-        """Peak floats one (user, item) pair needs when scored: embeddings, the widest layer, the MLP."""
+        """Peak floats one (user, item) pair needs in `score_all`, where a layer may score pairs from the
+        two sides (`floats_per_pair`) instead of running `forward` on each (`floats_per_row`)."""
+        return self._widest(lambda layer: getattr(layer, "floats_per_pair", getattr(layer, "floats_per_row", None)))
+
+    def _widest(self, layer_floats) -> int:
         widths = [self.embedding.num_fields * self.embedding.fm_dim, self.embedding.total_dim]
-        widths += [layer.floats_per_row() for layer in self.interactions.values() if hasattr(layer, "floats_per_row")]
+        widths += [declared() for layer in self.interactions.values() if (declared := layer_floats(layer))]
         if self.mlp is not None:
             widths += [m.out_features for m in self.mlp.modules() if isinstance(m, nn.Linear)]
         return max(widths)
