@@ -116,12 +116,16 @@ def test_linear_cin_as_a_polynomial_equals_the_outer_products(fields, layers, sp
         assert torch.allclose(a, b)
 
 
-def test_cin_takes_the_polynomial_only_where_it_is_exact_and_smaller():
+def test_cin_takes_the_polynomial_only_where_it_is_exact_and_clearly_cheaper():
     assert CIN(6, 16, layers=(64, 64)).polynomial  # MovieLens: 6 fields
+    assert CIN(10, 16, layers=(128, 128)).polynomial
     assert not CIN(6, 16, layers=(64, 64), activation="relu").polynomial  # not a polynomial
     assert not CIN(39, 16, layers=(128, 128)).polynomial  # Criteo's 39 fields: 39^3 products per row
+    assert not CIN(8, 16, layers=(256,) * 4).polynomial  # 8^5 products in the last layer
     small = CIN(6, 16, layers=(64, 64))
     assert small.floats_per_row() < CIN(6, 16, layers=(64, 64), activation="relu").floats_per_row()
+    with pytest.raises(ValueError, match="identity"):
+        CIN(6, 16, activation="relu").polynomial = True
 
 
 @pytest.mark.parametrize("user_fields", [1, 3, 4])
@@ -141,6 +145,21 @@ def test_cin_pair_scores_equal_forward_on_every_pair_read_out(user_fields, layer
     scores = layer.pair_scores(users, items, readout)
     assert scores.shape == (3, 7)
     assert torch.allclose(scores.reshape(21), layer(pairs) @ readout)
+    if activation == "identity":
+        assert torch.allclose(scores.reshape(21), cin_reference(layer, pairs) @ readout)
+
+
+@pytest.mark.parametrize("user_fields", [0, 5])
+def test_polynomial_cin_pair_scores_with_all_fields_on_one_side(user_fields):
+    torch.manual_seed(0)
+    layer = CIN(5, 4, layers=(6, 4, 3)).double()
+    layer.polynomial = True
+    users = torch.randn(3, user_fields, 4, dtype=torch.float64)
+    items = torch.randn(7, 5 - user_fields, 4, dtype=torch.float64)
+    pairs = torch.cat([users.repeat_interleave(7, dim=0), items.repeat(3, 1, 1)], dim=1)
+    readout = torch.randn(layer.out_dim, dtype=torch.float64)
+    expected = cin_reference(layer, pairs) @ readout
+    assert torch.allclose(layer.pair_scores(users, items, readout).reshape(21), expected)
 
 
 def test_cin_pair_scores_without_readout_need_out_dim_one():

@@ -297,3 +297,43 @@ def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows()
     assert model.interactions["cin"].polynomial
     assert model.floats_per_pair() < model.floats_per_row() == model.interactions["cin"].floats_per_row()
     assert _chunk_users(model, data, 100, full=True) > _chunk_users(model, data, 100, full=False)
+
+
+def test_composed_models_rank_all_pairs_through_a_layers_forward_pairs():
+    """A third-party layer may offer only forward_pairs (U, I, out_dim); the model's projection reads it out."""
+    from plugins.interactions.cin import CIN
+
+    def factory(num_fields: int, dim: int, **options):
+        layer = CIN(num_fields, dim, activation="relu", **options)
+        return _WithoutPairScores(layer)
+
+    registry.register("interaction", "test-pairs-only")(factory)
+    try:
+        data = make_data()
+        model = registry.create("model", "composed", spec=data.spec, fm_dim=8, interactions="test-pairs-only")
+        user_x, item_x = data.user_features, data.item_features
+        u, i = all_pairs(user_x, item_x)
+        fit(model, u, i, hidden_rule(u, i), steps=5)
+        model.eval()
+        with torch.no_grad():
+            full = model.score_all(user_x[1:], item_x)
+            pairs = model(*all_pairs(user_x[1:], item_x))
+        assert model.interactions["test-pairs-only"].pair_calls > 0
+        assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
+    finally:
+        registry._registered["interaction"].pop("test-pairs-only")
+
+
+class _WithoutPairScores(torch.nn.Module):
+    """Wraps a layer, exposing forward and forward_pairs only (as a third-party layer might)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer, self.out_dim, self.pair_calls = layer, layer.out_dim, 0
+
+    def forward(self, field_embeddings):
+        return self.layer(field_embeddings)
+
+    def forward_pairs(self, user_fields, item_fields):
+        self.pair_calls += 1
+        return self.layer.forward_pairs(user_fields, item_fields)

@@ -32,11 +32,15 @@ class CIN(nn.Module):
     against 4.2 s); as outer products they cost 2.6x (27.7 s against 10.6 s).
 
     With the identity activation, layer k's maps are, coordinate by coordinate, linear in the products
-    of k + 2 fields, so when the fields are few the CIN is computed as that polynomial (`_polynomial`):
-    the products summed over D, times coefficients composed from the same weights. Same function and
-    gradients up to rounding, with the weights applied after pooling instead of at every coordinate
-    (MovieLens, 6 fields: about 11x fewer multiply-adds), and full ranking without forming the pairs
-    (`pair_scores`).
+    of k + 2 fields, so the CIN can be computed as that polynomial (`_polynomial`): the products summed
+    over D, times coefficients composed from the same weights. Same function and gradients up to
+    rounding, with the weights applied after pooling instead of at every coordinate, and full ranking
+    without forming the pairs (`pair_scores`). The products number F^(k+2), so this is chosen only where
+    its estimated multiply-adds are at most half the outer products' and it holds no more floats per
+    row (`_costs`): MovieLens's 6 fields (estimate 10x fewer; a forward + backward at batch 256 measured
+    2.4x faster), not Criteo's 39 at D=16. Where chosen in a sweep of larger shapes it measured 1.8-7.8x
+    faster (2 threads, batch 256), except one near the threshold, which broke even (18 fields, D=64,
+    three layers of 200 without the split).
     """
 
     def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
@@ -60,8 +64,33 @@ class CIN(nn.Module):
             self.out_sizes.append(maps_in)
         self.activation = ACTIVATIONS[activation]()
         self.out_dim = sum(self.out_sizes)
-        # a linear CIN is computed as a polynomial when that holds fewer floats per row (few fields)
-        self.polynomial = activation == "identity" and self._polynomial_floats() <= self._outer_floats()
+        self.linear = activation == "identity"
+        # computed as a polynomial where that is exact and clearly cheaper: few fields
+        poly_cost, outer_cost = self._costs()
+        smaller = self._polynomial_floats() <= self._outer_floats()
+        self.polynomial = self.linear and 2 * poly_cost <= outer_cost and smaller
+
+    @property
+    def polynomial(self) -> bool:
+        """Whether `forward` and `pair_scores` compute the layer as a polynomial (only a linear CIN is one)."""
+        return self._as_polynomial
+
+    @polynomial.setter
+    def polynomial(self, on: bool) -> None:
+        if on and not self.linear:
+            raise ValueError("cin: only a CIN with the identity activation is a polynomial")
+        self._as_polynomial = bool(on)
+
+    def _costs(self, batch: int = 256) -> tuple[float, float]:
+        """Multiply-adds per row of `_polynomial` (products of fields, their sums over D, the weights, and
+        composing the coefficients once per call, spread over a batch) and of the outer products."""
+        f, d = self.num_fields, self.dim
+        poly = outer = 0.0
+        for k, (conv, size) in enumerate(zip(self.convs, self.sizes, strict=True)):
+            products = f ** (k + 2)
+            poly += d * (products + f ** (k + 1)) + products * size * (1 + conv.in_channels // f / batch)
+            outer += d * conv.in_channels * (size + 1)
+        return poly, outer
 
     def _polynomial_floats(self) -> int:
         """Per row, `_polynomial`'s products: layer k's basis (D x F^(k+1)) and its sums over D (F^(k+2))."""
@@ -174,7 +203,7 @@ class CIN(nn.Module):
         readouts = readout.reshape(-1).split(self.out_sizes)
         for k, ((coefficients, _), r) in enumerate(zip(self._layer_coefficients(hidden), readouts, strict=True)):
             left, right = monomials.split_products(self.num_fields, f_u, k + 2)
-            table.index_add_(0, (left * n_right + right).to(table.device), coefficients @ r)
+            table.index_add_(0, (left * n_right + right).to(table.device), (coefficients @ r).to(table.dtype))
         xu = monomials.values(user_fields.transpose(1, 2), degree)  # (U, D, n_left)
         xi = monomials.values(item_fields.transpose(1, 2), degree)  # (I, D, n_right)
         return (xu @ table.view(n_left, n_right)).flatten(1) @ xi.flatten(1).T
