@@ -93,17 +93,21 @@ def test_every_declared_model_is_covered():
     assert set(registry.available("model")) == set(SMALL)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_score_all_equals_forward_on_every_pair(name):
-    model = build(name)
+def full_and_pairwise(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score_all of users 1.. against every item, forward on each of those pairs), after 5 steps of
+    training: off the tiny initial weights, so a comparison means something."""
     user_x, item_x = make_data().user_features, make_data().item_features
-    if model.trainable:  # move off the tiny initial weights so the comparison means something
+    if model.trainable:
         u, i = all_pairs(user_x, item_x)
         fit(model, u, i, hidden_rule(u, i), steps=5)
     model.eval()
     with torch.no_grad():
-        full = model.score_all(user_x[1:], item_x)
-        pairs = model(*all_pairs(user_x[1:], item_x))
+        return model.score_all(user_x[1:], item_x), model(*all_pairs(user_x[1:], item_x))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_score_all_equals_forward_on_every_pair(name):
+    full, pairs = full_and_pairwise(build(name))
     assert full.shape == (N_USERS - 1, N_ITEMS) and full.is_contiguous()
     assert full.std() > 0 if name != "mostpop" else full[0].std() > 0
     assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
@@ -309,15 +313,8 @@ def test_composed_models_rank_all_pairs_through_a_layers_forward_pairs():
 
     registry.register("interaction", "test-pairs-only")(factory)
     try:
-        data = make_data()
-        model = registry.create("model", "composed", spec=data.spec, fm_dim=8, interactions="test-pairs-only")
-        user_x, item_x = data.user_features, data.item_features
-        u, i = all_pairs(user_x, item_x)
-        fit(model, u, i, hidden_rule(u, i), steps=5)
-        model.eval()
-        with torch.no_grad():
-            full = model.score_all(user_x[1:], item_x)
-            pairs = model(*all_pairs(user_x[1:], item_x))
+        model = registry.create("model", "composed", spec=make_data().spec, fm_dim=8, interactions="test-pairs-only")
+        full, pairs = full_and_pairwise(model)
         assert model.interactions["test-pairs-only"].pair_calls > 0
         assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
     finally:
