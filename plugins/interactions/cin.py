@@ -164,17 +164,18 @@ class CIN(nn.Module):
         turn them into the pooled maps. Only the basis is built coordinate by coordinate.
         """
         basis = x.transpose(1, 2)  # (B, D, n): the basis's values per coordinate
-        hidden = torch.eye(self.num_fields, dtype=x.dtype, device=x.device)  # input maps over the basis
         pooled = []
-        for coefficients, last in self._layer_coefficients(hidden):
+        for coefficients, last in self._layer_coefficients():
             pooled.append(torch.bmm(x, basis).flatten(1) @ coefficients)  # (B, F * n) -> (B, out_k)
             if not last:  # products of one more field, ordered like the coefficients' rows: m * n + basis
                 basis = (x.transpose(1, 2).unsqueeze(3) * basis.unsqueeze(2)).flatten(2)
         return torch.cat(pooled, dim=1)
 
-    def _layer_coefficients(self, hidden: torch.Tensor):
+    def _layer_coefficients(self):
         """For each layer, (coefficients (F * n, out_k) of its output maps over the products x_m * basis_n,
-        is it the last layer); `hidden` are the first layer's input maps over its basis."""
+        is it the last layer)."""
+        weight = self.convs[0].weight
+        hidden = torch.eye(self.num_fields, dtype=weight.dtype, device=weight.device)  # x^0 over basis x
         for k, (conv, split) in enumerate(zip(self.convs, self.splits, strict=True)):
             w = conv.weight.view(conv.out_channels, hidden.shape[0], self.num_fields)  # (size, maps_in, F)
             maps = torch.einsum("shm,hn->mns", w, hidden).flatten(0, 1)  # (F * n, size)
@@ -199,9 +200,8 @@ class CIN(nn.Module):
         f_u, degree = user_fields.shape[1], len(self.sizes) + 1
         n_left, n_right = monomials.count(f_u, degree), monomials.count(self.num_fields - f_u, degree)
         table = readout.new_zeros(n_left * n_right)
-        hidden = torch.eye(self.num_fields, dtype=readout.dtype, device=readout.device)
         readouts = readout.reshape(-1).split(self.out_sizes)
-        for k, ((coefficients, _), r) in enumerate(zip(self._layer_coefficients(hidden), readouts, strict=True)):
+        for k, ((coefficients, _), r) in enumerate(zip(self._layer_coefficients(), readouts, strict=True)):
             left, right = monomials.split_products(self.num_fields, f_u, k + 2)
             table.index_add_(0, (left * n_right + right).to(table.device), (coefficients @ r).to(table.dtype))
         xu = monomials.values(user_fields.transpose(1, 2), degree)  # (U, D, n_left)
