@@ -132,9 +132,10 @@ def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int
     assumed otherwise.
     """
     dim = getattr(getattr(model, "embedding", None), "fm_dim", 16)
-    names = ("floats_per_pair",) if full else ("floats_per_row", "floats_per_pair")
-    declared = next((getattr(model, n) for n in names if callable(getattr(model, n, None))), None)
-    per_pair = declared() if declared is not None else max(len(data.spec), 1) * dim
+    declared = getattr(model, "floats_per_pair" if full else "floats_per_row", None)
+    if not callable(declared):  # a model declaring only floats_per_pair: the bound for rows too
+        declared = getattr(model, "floats_per_pair", None)
+    per_pair = declared() if callable(declared) else max(len(data.spec), 1) * dim
     return max(1, CHUNK_FLOATS // (items_per_user * max(per_pair, 1)))
 
 
