@@ -76,14 +76,15 @@ def train_options(f: Callable) -> Callable:
         click.option("--sampler", default=TrainConfig.sampler, show_default=True, help="negative sampler plugin"),
         click.option("--sampler-opt", "sampler_opts", multiple=True, callback=_kv, metavar="KEY=VALUE",
                      help="sampler option, e.g. alpha=0.5 for popularity (repeatable)"),
-        click.option("--fm-dim", default=16, show_default=True, help="embedding dim shared by FM and MLP"),
+        click.option("--fm-dim", default=16, show_default=True, type=click.IntRange(min=1),
+                     help="embedding dim shared by FM and MLP"),
         click.option("--protocol", type=click.Choice(["full", "sampled"]), default="full", show_default=True),
         click.option("--eval-negatives", default=999, show_default=True, help="negatives per user, sampled protocol"),
         click.option("--k", "ks", default="5,10,20", show_default=True, callback=_csv(int)),
         click.option("--ties", type=click.Choice(["expected", "pessimistic", "optimistic"]), default="expected",
                      show_default=True, help="how candidates tied with the held-out item are ranked"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
-        click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's)"),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's)"),
         click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False)),
         click.option("--progress/--no-progress", default=None, help="progress bars (default: on a terminal)"),
     ]
@@ -118,8 +119,14 @@ def _train_config(kw: dict[str, Any]):
     return _guard(lambda: TrainConfig(**options))
 
 
+class InputError(click.ClickException):
+    """Bad input refused before any work: exit code 2, as for click's own option errors."""
+
+    exit_code = 2
+
+
 def _fail(message: str) -> None:
-    raise click.ClickException(message)
+    raise InputError(message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -155,12 +162,12 @@ def data(**kw: Any) -> None:
     click.echo(tabulate(rows, headers=[d.name, ""], tablefmt="github"))
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
-    """Turn the library's clear errors into CLI errors (no traceback)."""
+def _guard(fn: Callable[[], Any], error: type[click.ClickException] = InputError) -> Any:
+    """Turn the library's clear errors into one-line CLI errors (no traceback); exit 2 by default."""
     try:
         return fn()
     except (ValueError, registry.RegistryError, FileNotFoundError, OSError) as exc:
-        _fail(str(exc))
+        raise error(str(exc)) from None
 
 
 @main.command()
@@ -179,13 +186,22 @@ def _guard(fn: Callable[[], Any]) -> Any:
 @train_options
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
         sets: tuple[str, ...], params_path: str | None, fmt: str, output: str | None, **kw: Any) -> None:
-    """Train and test models over seeds; print a leaderboard and a comparison against the baseline."""
-    from bench.runner import RunConfig, parse_sets, run_benchmark
-    from bench.store import ResultStore
+    """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
+
+    Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
+    ones that finished, and a summary names the failed ones and why), 2 when the input was refused
+    before any work, 130 / 143 when interrupted by Ctrl-C / SIGTERM.
+    """
+    from bench.interrupts import exit_code, sigterm_as_interrupt
+    from bench.runner import RunConfig, check_config, load_data, parse_sets, run_benchmark
+    from bench.store import ResultStore, check_results_dir, check_writable_file
 
     set_threads(kw.pop("threads"))
     data_cfg, train_cfg = _data_config(kw), _train_config(kw)
     results_dir = kw.pop("results_dir")
+    _guard(lambda: check_results_dir(results_dir))
+    if output:
+        _guard(lambda: check_writable_file(output, "--output"))
     models = tuple(models)
     model_params: dict[str, dict[str, Any]] = {}
     if interactions:
@@ -203,23 +219,41 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     config = RunConfig(data=data_cfg, train=train_cfg, models=models, seeds=seeds, protocol=kw["protocol"],
                        eval_negatives=kw["eval_negatives"], ks=kw["ks"], ties=kw["ties"], device=kw["device"],
                        fm_dim=kw["fm_dim"], model_params=model_params)
-    store = ResultStore(results_dir)
+    _guard(lambda: check_config(config))
+    data = _guard(lambda: load_data(config.data))  # before the store: a failed load writes nothing
+    store = _guard(lambda: ResultStore(results_dir))
     started = time.perf_counter()
-    ids = _guard(lambda: run_benchmark(config, store, log=lambda m: click.echo(m, err=True)))
-    runs = store.runs(ids=ids)
-    if not runs:
-        _fail("no run finished; see the errors above (all runs are recorded in the store)")
-    click.echo(_tables(runs, baseline, fmt))
-    click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} runs in {store.path}", err=True)
-    if output:
-        _write_markdown(Path(output), runs, baseline, title=f"{data_cfg.label()} leaderboard")
+    try:
+        with sigterm_as_interrupt():
+            outcome = _guard(lambda: run_benchmark(config, store, data=data, log=lambda m: click.echo(m, err=True)))
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in {store.path}",
+                   err=True)
+        sys.exit(exit_code(exc))
+    runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
+    if runs:
+        click.echo(_tables(runs, baseline, fmt))
+        if output:
+            _guard(lambda: _write_markdown(Path(output), runs, baseline, title=f"{data_cfg.label()} leaderboard"),
+                   click.ClickException)
+    requested = len(config.models) * len(config.seeds)
+    click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs finished, "
+               f"recorded in {store.path}", err=True)
+    if outcome.failures:
+        lines = [f"  {f.model} seed {f.seed}: {f.reason}" for f in outcome.failures]
+        click.echo(f"{len(outcome.failures)} of {requested} runs FAILED (recorded as failed in the store):\n"
+                   + "\n".join(lines), err=True)
+        sys.exit(1)
 
 
 def _tables(runs: list, baseline: str, fmt: str) -> str:
     from bench import tables
 
     board = tables.leaderboard(runs, fmt)
-    if fmt == "json" or baseline not in {r.model for r in runs}:
+    missing = tables.missing_baseline(runs, baseline)
+    if missing:
+        click.echo(missing, err=True)
+    if fmt == "json" or missing:
         return board
     return board + "\n\n" + tables.comparison(runs, baseline, fmt)
 
@@ -310,10 +344,18 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
             since_ts = datetime.strptime(since, "%Y-%m-%d").timestamp()
         except ValueError:
             _fail(f"--since {since!r}: expected a date YYYY-MM-DD")
-    store = ResultStore(results_dir)
-    runs = [r for r in store.runs(dataset=dataset, models=list(models) if models else None, status="finished",
-                                  since=since_ts, ids=list(ids) if ids else None)
-            if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
+    store = _guard(lambda: ResultStore(results_dir))
+    matching = [r for r in store.runs(dataset=dataset, models=list(models) if models else None, since=since_ts,
+                                      ids=list(ids) if ids else None)
+                if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
+    runs = [r for r in matching if r.status == "finished"]
+    unfinished = [[r.id, r.model, r.seed, r.status, (r.reason or "")[:100]] for r in matching if r.status != "finished"]
+    if unfinished:  # failed, interrupted (Ctrl-C, SIGTERM, or a process found dead) or still running
+        from tabulate import tabulate
+
+        click.echo("runs that did not finish (not in the tables):\n"
+                   + tabulate(unfinished, headers=["id", "model", "seed", "status", "reason"], tablefmt="github"),
+                   err=True)
     if not runs:
         _fail("no finished runs match these filters")
     labels = {r.dataset for r in runs}

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bench.features import FeatureSpec, FieldSpec
+from bench.layers import check_number
 
 
 @dataclass
@@ -157,6 +158,7 @@ class FeatureEmbedding(nn.Module):
 
     def __init__(self, spec: FeatureSpec, fm_dim: int = 16):
         super().__init__()
+        fm_dim = int(check_number("fm_dim", fm_dim, low=1, integer=True))
         self.spec = spec
         self.fm_dim = fm_dim
         self.user = _SideEmbedding(spec.side("user"), fm_dim)

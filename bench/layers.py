@@ -30,11 +30,34 @@ def parse_widths(value: Sequence[int] | int | str | None, option: str, allow_emp
     return widths
 
 
+def check_number(option: str, value: object, *, low: float | None = None, high: float | None = None,
+                 integer: bool = False, high_open: bool = False) -> float:
+    """A hyperparameter checked for type and range, or a ValueError naming it and what was expected:
+    `check_number("dropout", v, low=0, high=1, high_open=True)` takes 0.2, refuses 'abc', 2 and True."""
+    kind = "an integer" if integer else "a number"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (not integer or float(value).is_integer()) and value == value  # NaN is not a number here
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is not None and high is not None:
+            span = f" in [{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f" >= {low:g}"
+        else:
+            span = f" <= {high:g}" if high is not None else ""
+        raise ValueError(f"{option}: expected {kind}{span}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
 class MLP(nn.Module):
     """Linear -> ReLU -> Dropout blocks, then a final Linear to `out_dim` (1: a logit)."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], dropout: float = 0.0, out_dim: int | None = 1):
         super().__init__()
+        dropout = check_number("dropout", dropout, low=0, high=1, high_open=True)
         layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(in_dim, width), nn.ReLU()]

@@ -119,8 +119,9 @@ def rank_counts(scores: torch.Tensor, target: torch.Tensor,
     """(greater, ties) per row of a (U, C) score matrix; `target` holds each row's held-out column.
 
     `candidates` (U, C) bool marks the columns that compete (None: all). The target column itself is
-    never counted, masked or not. A NaN among the compared scores is an error: NaN compares false with
-    everything, so it would silently rank the held-out item first.
+    never counted, masked or not. A NaN or infinite score among the compared ones is an error: NaN
+    compares false with everything, so it would silently rank the held-out item first, and infinities
+    (a diverged model) tie with each other.
     """
     if scores.ndim != 2 or target.shape != (scores.shape[0],):
         raise ValueError(f"rank_counts: expected scores (U, C) and target (U,), got {tuple(scores.shape)} "
@@ -130,11 +131,13 @@ def rank_counts(scores: torch.Tensor, target: torch.Tensor,
                          f"{tuple(scores.shape)}")
     target = target.long().unsqueeze(1)
     held_out = scores.gather(1, target)
-    nan = scores.isnan() if candidates is None else scores.isnan() & candidates
-    bad = nan.any(dim=1) | held_out.squeeze(1).isnan()
+    infinite = ~scores.isfinite()
+    if candidates is not None:
+        infinite &= candidates
+    bad = infinite.any(dim=1) | ~held_out.squeeze(1).isfinite()
     if bool(bad.any()):
-        raise ValueError(f"the model produced NaN scores for {int(bad.sum())} of {scores.shape[0]} users "
-                         f"(first at row {int(bad.nonzero()[0, 0])}); NaN cannot be ranked")
+        raise ValueError(f"the model produced NaN or infinite scores for {int(bad.sum())} of {scores.shape[0]} users "
+                         f"(first at row {int(bad.nonzero()[0, 0])}); they cannot be ranked")
     above, equal = scores > held_out, scores == held_out
     if candidates is not None:
         above, equal = above & candidates, equal & candidates

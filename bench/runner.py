@@ -20,6 +20,9 @@ from bench.data.pipeline import prepare
 from bench.data.types import InteractionData
 from bench.device import resolve_device, seed_everything
 from bench.evaluator import evaluate
+from bench.features import FeatureSpec
+from bench.interrupts import interrupt_reason
+from bench.layers import check_number
 from bench.store import ResultStore
 from bench.trainer import TRAIN_KEYS, TrainConfig, train
 
@@ -73,13 +76,16 @@ def parse_value(text: str) -> Any:
 
 
 def parse_sets(items: tuple[str, ...] | list[str], models: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """--set MODEL.PARAM=VALUE (MODEL may be 'train' or '*' for every model)."""
+    """--set MODEL.PARAM=VALUE (MODEL may be 'train', for a training option of every model, or '*')."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         target, dot, param = key.partition(".")
         if not sep or not dot or not param:
             raise ValueError(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. deepfm.dropout=0.1 or train.lr=3e-3")
+        if target == "train" and param not in TRAIN_KEYS:
+            raise ValueError(f"--set {item!r}: {param!r} is not a training option; training options: "
+                             f"{', '.join(TRAIN_KEYS)} (a model's option is set as MODEL.{param})")
         targets = list(models) if target in ("*", "train") else [target]
         for t in targets:
             if t not in models:
@@ -94,6 +100,60 @@ def load_data(config: DataConfig) -> InteractionData:
     data = prepare(dataset.load(), threshold=config.threshold, min_interactions=config.min_interactions)
     data.name = config.label()
     return data
+
+
+# A tiny feature spec every built-in model can be built on: model options are checked by building the
+# model on it before any data loads (a model that cannot be built on it is checked on the real data).
+PROBE_SPEC = FeatureSpec.build([
+    {"name": "user_id", "side": "user", "vocab_size": 3, "is_id": True},
+    {"name": "age", "side": "user", "vocab_size": 3},
+    {"name": "item_id", "side": "item", "vocab_size": 3, "is_id": True},
+    {"name": "genres", "side": "item", "vocab_size": 4, "multi_valued": True, "max_len": 2},
+])
+OPTION_ERRORS = (ValueError, TypeError, registry.RegistryError)
+
+
+def model_plugin(config: "RunConfig", name: str) -> str:
+    """The registry name of a run's model: 'deepfm:tuned' is a deepfm; --params may name another."""
+    return config.model_params.get(name, {}).get("registry_model", name.split(":")[0])
+
+
+def check_config(config: "RunConfig") -> None:
+    """Everything checkable without the data, so bad input fails before any data loads or model trains:
+    model names, per-model training overrides, and each model's options (the model is built once on
+    `PROBE_SPEC` with them; a model whose defaults do not build there is checked on the real data)."""
+    if not config.models:
+        raise ValueError("--models: expected at least one model")
+    bad_seeds = [s for s in config.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad_seeds or not config.seeds:
+        raise ValueError(f"--seeds: expected integers >= 0, got {list(config.seeds)}")
+    check_number("--fm-dim", config.fm_dim, low=1, integer=True)
+    for name in config.models:
+        model_kw, train_kw = split_params(dict(config.model_params.get(name, {})))
+        model_kw.pop("registry_model", None)
+        replace(config.train, **train_kw)  # TrainConfig checks itself
+        cls = registry.get("model", model_plugin(config, name))
+        fm_dim = model_kw.pop("fm_dim", config.fm_dim)
+        try:
+            cls(spec=PROBE_SPEC, fm_dim=config.fm_dim)
+        except Exception:  # noqa: BLE001 - this model needs the real data to be built; checked there
+            continue
+        try:
+            cls(spec=PROBE_SPEC, fm_dim=fm_dim, **model_kw)
+        except OPTION_ERRORS as exc:
+            raise ValueError(f"model {name}: {exc}") from None
+
+
+def check_models_on_data(config: "RunConfig", data: InteractionData) -> None:
+    """Build every model once on the real feature spec before any of them trains."""
+    for name in config.models:
+        model_kw = split_params(dict(config.model_params.get(name, {})))[0]
+        model_kw.pop("registry_model", None)
+        try:
+            registry.create("model", model_plugin(config, name), spec=data.spec,
+                            fm_dim=model_kw.pop("fm_dim", config.fm_dim), **model_kw)
+        except OPTION_ERRORS as exc:
+            raise ValueError(f"model {name}: {exc}") from None
 
 
 def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -133,7 +193,8 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
     """Train and test one model on one seed; the run is in the store whatever happens. Returns its id."""
     device = resolve_device(config.device)
     params = dict(config.model_params.get(name, {}))
-    registry_name = params.pop("registry_model", name.split(":")[0])  # 'deepfm:tuned' is a deepfm
+    registry_name = model_plugin(config, name)
+    params.pop("registry_model", None)
     model_kw, train_kw = split_params(params)
     train_cfg = replace(config.train, seed=seed, **train_kw)
     record = {"registry_model": registry_name, "model_params": model_kw, "train": train_cfg.to_dict(),
@@ -173,9 +234,9 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
             "test_candidates_mean": test.n_candidates,  # sampled: < N+1 where a user has too few unseen items
         }
         store.finish_run(run_id, metrics=test.metrics, history=history, timings=timings, users=test.users,
-                         per_user=test.per_user)
-    except KeyboardInterrupt:
-        store.end_run(run_id, "interrupted", "KeyboardInterrupt", history)
+                         per_user=test.per_user, notes=result.warnings if result else [])
+    except KeyboardInterrupt as exc:
+        store.end_run(run_id, "interrupted", interrupt_reason(exc), history)
         raise
     except Exception as exc:  # recorded as failed with its reason; the caller decides whether to go on
         store.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", history)
@@ -183,22 +244,39 @@ def run_one(data: InteractionData, name: str, seed: int, config: RunConfig, stor
     return run_id
 
 
+@dataclass
+class Failure:
+    """A requested run that did not finish, and why."""
+
+    model: str
+    seed: int
+    reason: str
+
+
+@dataclass
+class Outcome:
+    """What one `run_benchmark` call did: the ids of the runs it finished, and the ones that failed."""
+
+    finished: list[int] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
 def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData | None = None,
-                  log: Callable[[str], None] = print) -> list[int]:
+                  log: Callable[[str], None] = print) -> Outcome:
     """Every model on every seed; a failed run is recorded and reported, the others go on."""
+    check_config(config)
     data = data if data is not None else load_data(config.data)
-    for name in config.models:  # unknown names, bad training or sampler options fail before any training
-        params = config.model_params.get(name, {})
-        registry.get("model", params.get("registry_model", name.split(":")[0]))
-        replace(config.train, **split_params(params)[1])
-    ids = []
+    check_models_on_data(config, data)
+    outcome = Outcome()
     for name in config.models:
         for seed in config.seeds:
             try:
-                ids.append(run_one(data, name, seed, config, store))
+                outcome.finished.append(run_one(data, name, seed, config, store))
                 log(f"{name} seed {seed}: done")
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                log(f"{name} seed {seed}: FAILED ({type(exc).__name__}: {exc})")
-    return ids
+                reason = f"{type(exc).__name__}: {exc}"
+                outcome.failures.append(Failure(name, seed, reason))
+                log(f"{name} seed {seed}: FAILED ({reason})")
+    return outcome

@@ -58,6 +58,7 @@ def leaderboard_rows(runs: list[Run]) -> list[dict[str, Any]]:
         row["eval_users_per_s"] = timing("eval_users_per_s")
         row["wall_s"] = timing("wall_s")
         row["epochs"] = timing("epochs")
+        row["notes"] = [f"seed {r.seed}: {note}" for r in group for note in r.notes]
         rows.append(row)
     key = "NDCG@10" if names and "NDCG@10" in names else (names[0] if names else None)
     if key:
@@ -76,12 +77,21 @@ def leaderboard(runs: list[Run], fmt: str = "github") -> str:
     names = metric_names(runs)
     headers = ["model", *names, "params", "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
     table = [
-        [r["model"], *(f"{r[n]['mean']:.4f} ± {r[n]['std']:.4f}" for n in names), f"{r['params']:,}",
-         _fmt_speed(r["train_samples_per_s"]), _fmt_speed(r["eval_users_per_s"]),
+        [r["model"] + (" (!)" if r["notes"] else ""), *(f"{r[n]['mean']:.4f} ± {r[n]['std']:.4f}" for n in names),
+         f"{r['params']:,}", _fmt_speed(r["train_samples_per_s"]), _fmt_speed(r["eval_users_per_s"]),
          f"{r['epochs']:.1f}", f"{r['wall_s']:.1f}", r["seeds"]]
         for r in rows
     ]
-    return _render(headers, table, fmt)
+    notes = [f"(!) {r['model']} {note}" for r in rows for note in r["notes"]]
+    return "\n\n".join([_render(headers, table, fmt), *(["\n".join(notes)] if notes else [])])
+
+
+def missing_baseline(runs: list[Run], baseline: str) -> str | None:
+    """One line saying why there is no comparison table, or None when the baseline has finished runs."""
+    if baseline in _by_model(runs):
+        return None
+    return (f"no comparison: baseline {baseline} has no finished run here; add it to --models or pass --baseline "
+            f"(one of {', '.join(sorted(_by_model(runs)))})")
 
 
 def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:

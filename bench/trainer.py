@@ -67,6 +67,12 @@ class NaNLossError(FloatingPointError):
     """The training loss stopped being finite; the run is recorded as failed with this message."""
 
 
+# An epoch whose mean loss exceeds this multiple of the first batch's flags the run: the loss diverged
+# (`--lr 1e6` took it from 0.69 to 4e33 within the first epoch, still finite). Ordinary training only
+# lowers it from the untrained model's ~ln 2.
+LOSS_RISE_FLAG = 10.0
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]]
@@ -77,6 +83,7 @@ class TrainResult:
     sampling_seconds: float
     eval_seconds: float
     samples: int
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def samples_per_s(self) -> float:
@@ -127,6 +134,8 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, de
     best_value, best_epoch, best_state, waited = float("-inf"), 0, None, 0
     train_s = sample_s = eval_s = 0.0
     samples = 0
+    warnings: list[str] = []
+    first_loss: float | None = None
     bar = tqdm(range(1, config.epochs + 1), desc=type(model).__name__, disable=not config.progress,
                leave=False, dynamic_ncols=True)
     for epoch in bar:
@@ -146,11 +155,16 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, de
             optimizer.step()
             loss_sum += loss.detach()
             steps += 1
+            if first_loss is None:
+                first_loss = loss.item()  # the untrained model's loss: one sync per training
         mean_loss = (loss_sum / max(steps, 1)).item()  # one sync per epoch
         t2 = time.perf_counter()
         if not math.isfinite(mean_loss):
             raise NaNLossError(f"training loss became {mean_loss} in epoch {epoch} "
                                f"(lr={config.lr}, weight_decay={config.weight_decay})")
+        if not warnings and first_loss is not None and mean_loss > LOSS_RISE_FLAG * first_loss:
+            warnings.append(f"training loss rose from {first_loss:.4g} (first batch) to {mean_loss:.4g} (epoch "
+                            f"{epoch} mean): diverging (lr={config.lr})")
         val = evaluate(model, data, split="val", protocol=config.val_protocol, ks=val_ks, ties=config.ties,
                        num_negatives=config.eval_negatives, seed=config.seed, device=device)
         t3 = time.perf_counter()
@@ -172,4 +186,4 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, de
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainResult(history, best_epoch, best_value, len(history), train_s, sample_s, eval_s, samples)
+    return TrainResult(history, best_epoch, best_value, len(history), train_s, sample_s, eval_s, samples, warnings)

@@ -104,10 +104,11 @@ def test_failed_run_is_recorded_with_reason_and_others_go_on(tmp_path, small_dat
     store = ResultStore(tmp_path)
     config = RunConfig(train=TrainConfig(epochs=1, progress=False), models=("deepfm", "fm"), fm_dim=8,
                        device="cpu")
-    ids = run_benchmark(config, store, data=small_data, log=lambda m: None)
+    outcome = run_benchmark(config, store, data=small_data, log=lambda m: None)
     runs = store.runs()
     assert [(r.model, r.status) for r in runs] == [("deepfm", "failed"), ("fm", "finished")]
-    assert "NaNLossError" in runs[0].reason and ids == [runs[1].id]
+    assert "NaNLossError" in runs[0].reason and outcome.finished == [runs[1].id]
+    assert [(f.model, f.seed) for f in outcome.failures] == [("deepfm", 1)] and "NaNLossError" in outcome.failures[0].reason
 
 
 def test_report_filters_and_plots(tmp_path):

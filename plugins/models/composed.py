@@ -18,7 +18,7 @@ from torch import nn
 import registry
 from bench.embedding import Embedded
 from bench.features import FeatureSpec
-from bench.layers import MLP, parse_widths
+from bench.layers import MLP, check_number, parse_widths
 from bench.model import RankingModel
 
 
@@ -58,8 +58,7 @@ class ComposedModel(RankingModel):
                  mlp: Sequence[int] | str | None = (128, 64, 32), dropout: float = 0.2,
                  interaction_options: Mapping[str, Mapping[str, Any]] | None = None, **options: Any):
         super().__init__(spec, fm_dim)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout!r}")
+        dropout = check_number("dropout", dropout, low=0, high=1, high_open=True)
         names = interaction_names(interactions)
         per_layer = self._layer_options(names, interaction_options or {}, options)
         self.interactions = nn.ModuleDict()

@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.embedding import Embedded, FeatureEmbedding
 from bench.features import FeatureSpec
-from bench.layers import MLP
+from bench.layers import MLP, check_number
 from bench.model import RankingModel
 from plugins.models.composed import fm_dim_space, mlp_sizes
 
@@ -24,6 +24,7 @@ class NeuMF(RankingModel):
 
     def __init__(self, spec: FeatureSpec, fm_dim: int = 16, mlp_dim: int = 32,
                  mlp: Sequence[int] | str = (64, 32, 16), dropout: float = 0.0):
+        mlp_dim = int(check_number("mlp_dim", mlp_dim, low=1, integer=True))
         names = [spec.id_field("user").name, spec.id_field("item").name]
         ids = spec.select(names).with_dims({n: None for n in names})  # the towers' dims, not the data's
         super().__init__(ids, fm_dim)  # self.embedding: the GMF tower's vectors
