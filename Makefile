@@ -1,7 +1,8 @@
 # Two set-up commands: `make run` (the main job) and `make test` (the suite). Each installs what it needs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# A local MovieLens copy if one sits next to the checkout (no download needed); else the loader downloads.
+# Unless you set BENCH_DATA_DIR, a local MovieLens copy beside the checkout (this project's machines keep one
+# there); without either, the loader uses its cache or downloads (README, "Where the data comes from").
 BENCH_DATA_DIR ?= $(firstword $(wildcard ../shared/data/ml-100k))
 export BENCH_DATA_DIR
 ARGS ?= --models deepfm,xdeepfm,neumf

@@ -180,9 +180,24 @@ def get(kind: str, name: str) -> Any:
     return objects[0]
 
 
+_renamed: dict[tuple[type, str], type] = {}
+
+
+def _named(obj: Any, name: str) -> Any:
+    """A plugin class that reports itself by a `name` attribute (samplers, encoders, datasets) reports the
+    name it was created by: a subclass of `popularity` registered as `hard-pop` says "hard-pop sampler: ..."
+    in its errors, not "popularity sampler". A thin subclass, made once per (class, name)."""
+    if not isinstance(obj, type) or not isinstance(getattr(obj, "name", None), str) or obj.name == name:
+        return obj
+    if (obj, name) not in _renamed:
+        _renamed[obj, name] = type(obj.__name__, (obj,), {"name": name, "__module__": obj.__module__,
+                                                          "__qualname__": obj.__qualname__, "__doc__": obj.__doc__})
+    return _renamed[obj, name]
+
+
 def create(kind: str, name: str, **kwargs: Any) -> Any:
     """Instantiate a plugin: ``create("sampler", "uniform", num_negatives=4)``."""
-    return get(kind, name)(**kwargs)
+    return _named(get(kind, name), name)(**kwargs)
 
 
 def describe(kind: str | None = None) -> list[PluginInfo]:
@@ -200,7 +215,9 @@ def describe(kind: str | None = None) -> list[PluginInfo]:
                 doc = (inspect.getdoc(obj) or "").strip().splitlines()
                 rows.append(PluginInfo(k, name, source, target, doc[0] if doc else ""))
             except RegistryError as exc:
-                rows.append(PluginInfo(k, name, source, target, "", error=str(exc)))
+                cause = exc.__cause__ if isinstance(exc, PluginLoadError) and exc.__cause__ else None
+                error = f"{type(cause).__name__}: {cause}" if cause else str(exc)  # the failure itself, short
+                rows.append(PluginInfo(k, name, source, target, "", error=error))
     return rows
 
 

@@ -15,6 +15,7 @@ import click
 
 import registry
 from bench.device import set_threads
+from bench.tables import FORMATS
 from bench.trainer import TrainConfig
 
 RESULTS_DIR = "results"
@@ -141,8 +142,17 @@ def list_plugins(kind: str | None) -> None:
     """Registered plugins (name, kind, source distribution, one-line doc)."""
     from tabulate import tabulate
 
-    rows = [[p.name, p.kind, p.source, p.error and f"ERROR: {p.error}" or p.doc] for p in registry.describe(kind)]
+    rows = [[p.name, p.kind, p.source, _shorten(f"ERROR: {p.error}" if p.error else p.doc)]
+            for p in registry.describe(kind)]
     click.echo(tabulate(rows, headers=["name", "kind", "source", "description"], tablefmt="github"))
+    for p in registry.describe(kind):  # whole errors below the table: one broken plugin widens no row
+        if p.error:
+            click.echo(f"{p.kind} {p.name} ({p.target}): {p.error}", err=True)
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 @main.command()
@@ -155,11 +165,15 @@ def data(**kw: Any) -> None:
 
     cfg = _data_config(kw)
     d = _guard(lambda: load_data(cfg))
-    rows = [["users (with a positive)", d.n_users - 1], ["items (candidate pool)", d.n_items - 1],
-            ["fields", ", ".join(f.name for f in d.spec)], ["train positives", len(d.train)],
-            ["validation pairs", len(d.val)], ["test pairs", len(d.test)]]
-    rows += [[k, v] for k, v in d.info.items() if isinstance(v, (int, float, str))]
-    click.echo(tabulate(rows, headers=[d.name, ""], tablefmt="github"))
+    info = d.info
+    rows = [["interactions (rows read)", f"{info['n_interactions']:,}"],
+            [f"positives (rating >= {info['threshold']:g})", f"{info['n_positives']:,}"],
+            ["users (with a positive)", f"{d.n_users - 1:,}"], ["items (candidate pool)", f"{d.n_items - 1:,}"],
+            ["rating range", "{:g} .. {:g}".format(*info["rating_range"])],
+            ["fields", ", ".join(f.name for f in d.spec)], ["train positives", f"{len(d.train):,}"],
+            [f"validation pairs (users with >= {info['min_interactions']} positives)", f"{len(d.val):,}"],
+            ["test pairs", f"{len(d.test):,}"]]
+    click.echo(tabulate(rows, headers=["dataset", d.name], tablefmt="github", disable_numparse=True))
 
 
 def _guard(fn: Callable[[], Any], error: type[click.ClickException] = InputError) -> Any:
@@ -173,19 +187,24 @@ def _guard(fn: Callable[[], Any], error: type[click.ClickException] = InputError
 @main.command()
 @click.option("--models", default="deepfm,xdeepfm,neumf", show_default=True, callback=_csv(str),
               help="model plugins to compare (bench list model)")
-@click.option("--seeds", default="1", show_default=True, callback=_csv(int))
+@click.option("--seeds", default="1", show_default=True, callback=_csv(int),
+              help="comma list of seeds; each model trains once per seed")
 @click.option("--baseline", default="neumf", show_default=True, help="model every other is compared with")
 @click.option("--interactions", default=None, help="also run a `composed` model of these interaction plugins")
 @click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
               help="override a hyperparameter, e.g. deepfm.dropout=0.1, train.lr=2e-3 (repeatable)")
 @click.option("--params", "params_path", default=None,
               help="tuned params: 'best' (from bench tune, under the results dir) or a JSON file")
-@click.option("--format", "fmt", type=click.Choice(["github", "latex", "csv", "json"]), default="github")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
+              help="table format; json and csv carry every metric")
+@click.option("--metrics", default=None, callback=_csv(str),
+              help="metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR@10,NDCG@10,MRR]")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
 @data_options
 @train_options
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
-        sets: tuple[str, ...], params_path: str | None, fmt: str, output: str | None, **kw: Any) -> None:
+        sets: tuple[str, ...], params_path: str | None, fmt: str, metrics: tuple[str, ...] | None,
+        output: str | None, **kw: Any) -> None:
     """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
 
     Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
@@ -197,6 +216,7 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     from bench.store import ResultStore, check_results_dir, check_writable_file
 
     set_threads(kw.pop("threads"))
+    lines = kw["progress"] is None and not sys.stderr.isatty()  # piped: a line per epoch instead of bars
     data_cfg, train_cfg = _data_config(kw), _train_config(kw)
     results_dir = kw.pop("results_dir")
     _guard(lambda: check_results_dir(results_dir))
@@ -225,16 +245,17 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():
-            outcome = _guard(lambda: run_benchmark(config, store, data=data, log=lambda m: click.echo(m, err=True)))
+            outcome = _guard(lambda: run_benchmark(config, store, data=data, log=lambda m: click.echo(m, err=True),
+                                                   epoch_lines=lines))
     except KeyboardInterrupt as exc:
         click.echo(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in {store.path}",
                    err=True)
         sys.exit(exit_code(exc))
     runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
     if runs:
-        click.echo(_tables(runs, baseline, fmt))
+        click.echo(_guard(lambda: _tables(runs, baseline, fmt, metrics)))
         if output:
-            _guard(lambda: _write_markdown(Path(output), runs, baseline, title=f"{data_cfg.label()} leaderboard"),
+            _guard(lambda: _write_markdown(Path(output), runs, baseline, f"{data_cfg.label()} leaderboard", metrics),
                    click.ClickException)
     requested = len(config.models) * len(config.seeds)
     click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs finished, "
@@ -246,26 +267,45 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
         sys.exit(1)
 
 
-def _tables(runs: list, baseline: str, fmt: str) -> str:
+def _tables(runs: list, baseline: str, fmt: str, metrics: tuple[str, ...] | None = None) -> str:
     from bench import tables
 
-    board = tables.leaderboard(runs, fmt)
+    board = tables.leaderboard(runs, fmt, metrics)
     missing = tables.missing_baseline(runs, baseline)
     if missing:
         click.echo(missing, err=True)
     if fmt == "json" or missing:
         return board
-    return board + "\n\n" + tables.comparison(runs, baseline, fmt)
+    return board + "\n\n" + tables.comparison(runs, baseline, fmt, metrics)
+
+
+MACHINE_PATHS = ("data_dir", "cache_dir")  # where this machine keeps its data: not part of a result's recipe
+PATHS = ("results_dir", "output", "params_path")
+
+
+def _portable(name: str, value: Any) -> Any:
+    """A path option as a reader can re-type it: relative to the working directory when under it; a data
+    folder elsewhere is left out (the reader points BENCH_DATA_DIR at their copy, or the data downloads)."""
+    if name not in MACHINE_PATHS + PATHS or value is None:
+        return value
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return None if name in MACHINE_PATHS else value
 
 
 def _command_line() -> str:
-    """The command that produced a result, rebuilt from click's parsed options (defaults left out)."""
+    """The command that produced a result, rebuilt from click's parsed options (defaults left out), with
+    paths as a reader would type them (see `_portable`)."""
     ctx = click.get_current_context()
     parts = ["bench", ctx.info_name or ""]
     for param in ctx.command.params:
         if not isinstance(param, click.Option):
             continue
-        value = ctx.params.get(param.name)
+        value = _portable(param.name, ctx.params.get(param.name))
         source = ctx.get_parameter_source(param.name)
         if source in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.ENVIRONMENT, None) \
                 or value is None:  # env-sourced (BENCH_DATA_DIR) is this machine's business
@@ -301,7 +341,7 @@ def _sampler_label(train: dict[str, Any]) -> str:
     return " ".join(filter(None, [train.get("sampler", "?"), options]))
 
 
-def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
+def _write_markdown(path: Path, runs: list, baseline: str, title: str, metrics: tuple[str, ...] | None = None) -> None:
     """The leaderboard page: environment, leaderboard and baseline comparison."""
     from bench import tables
 
@@ -310,10 +350,10 @@ def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
     lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
              f"training negatives {samplers}, device `{first.device}`, torch {first.versions.get('torch')}, "
              f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
-             "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github"), ""]
+             "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github", metrics), ""]
     if baseline in {r.model for r in runs}:
         lines += [f"## Against the {baseline} baseline (p: paired sign-flip permutation test over users)", "",
-                  tables.comparison(runs, baseline, "github"), ""]
+                  tables.comparison(runs, baseline, "github", metrics), ""]
     _write_page(path, title, lines)
 
 
@@ -327,14 +367,17 @@ def _write_markdown(path: Path, runs: list, baseline: str, title: str) -> None:
 @click.option("--ties", type=click.Choice(["expected", "pessimistic", "optimistic"]), default=None,
               help="only runs of this tie policy")
 @click.option("--baseline", default="neumf", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["github", "latex", "csv", "json"]), default="github")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
+              help="table format; json and csv carry every metric")
+@click.option("--metrics", default=None, callback=_csv(str),
+              help="metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR@10,NDCG@10,MRR]")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
 @click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
 def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
            ids: tuple[int, ...] | None, protocol: str | None, ties: str | None, baseline: str, fmt: str,
-           output: str | None, plot: bool) -> None:
+           metrics: tuple[str, ...] | None, output: str | None, plot: bool) -> None:
     """Rebuild the tables (and plots) from the results store."""
-    from bench.store import DB_NAME, ResultStore
+    from bench.store import DB_NAME, ResultStore, check_writable_file
 
     if not (Path(results_dir) / DB_NAME).exists():
         _fail(f"no results store at {Path(results_dir) / DB_NAME}; run `bench run` first")
@@ -365,9 +408,10 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
     if len(setups) > 1:  # never average a full-ranking run with a sampled one
         listed = "; ".join(f"protocol {p}, ties {t}" + (f", {n} negatives" if n else "") for p, t, n in setups)
         _fail(f"runs under different evaluation setups ({listed}); choose with --protocol / --ties / --ids")
-    click.echo(_tables(runs, baseline, fmt))
+    click.echo(_guard(lambda: _tables(runs, baseline, fmt, metrics)))
     if output:
-        _write_markdown(Path(output), runs, baseline, title=f"{runs[0].dataset} leaderboard")
+        _guard(lambda: check_writable_file(output, "--output"))
+        _write_markdown(Path(output), runs, baseline, f"{runs[0].dataset} leaderboard", metrics)
     if plot:
         from bench.plots import write_plots
 

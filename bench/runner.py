@@ -262,16 +262,25 @@ class Outcome:
 
 
 def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData | None = None,
-                  log: Callable[[str], None] = print) -> Outcome:
-    """Every model on every seed; a failed run is recorded and reported, the others go on."""
+                  log: Callable[[str], None] = print, epoch_lines: bool = False) -> Outcome:
+    """Every model on every seed; a failed run is recorded and reported, the others go on.
+
+    `epoch_lines`: log one line per epoch (loss, validation metric, time), the sign of life a log file gets
+    where a terminal gets progress bars."""
     check_config(config)
     data = data if data is not None else load_data(config.data)
     check_models_on_data(config, data)
     outcome = Outcome()
     for name in config.models:
         for seed in config.seeds:
+            def line(epoch: int, row: dict[str, float], name: str = name, seed: int = seed) -> None:
+                metric = f"val_{config.model_params.get(name, {}).get('val_metric', config.train.val_metric)}"
+                seconds = row["sample_s"] + row["train_s"] + row["eval_s"]
+                log(f"{name} seed {seed} epoch {epoch}: loss {row['loss']:.4f}, {metric.replace('_', ' ', 1)} "
+                    f"{row[metric]:.4f}, {seconds:.1f} s")
+
             try:
-                outcome.finished.append(run_one(data, name, seed, config, store))
+                outcome.finished.append(run_one(data, name, seed, config, store, on_epoch=line if epoch_lines else None))
                 log(f"{name} seed {seed}: done")
             except KeyboardInterrupt:
                 raise

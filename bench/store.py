@@ -103,15 +103,15 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 def check_writable_file(path: str | Path, option: str) -> Path:
-    """Refuse, before any work, an output file whose folder is missing or not writable, or that is a folder."""
+    """Refuse, before any work, an output file that is a folder or cannot be written: its folder (created
+    when missing, like the results folder) must be creatable and writable."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a folder, expected a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"{option} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{option} {path}: not writable")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) or \
+            (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {path}: {existing or path.parent} is not a writable folder")
     return path
 
 

@@ -1,4 +1,10 @@
-"""Result tables from stored runs: the leaderboard and the comparison against a baseline."""
+"""Result tables from stored runs: the leaderboard and the comparison against a baseline.
+
+The printed tables show a few metrics by default, so they fit a terminal: HR and NDCG at the chosen K
+(10 when it was computed) and MRR. Recall@K is never displayed: every protocol here holds out one item
+per user, where Recall@K equals HR@K. `--metrics` asks for others (or `all`); `--format json/csv` carry
+every stored metric, Recall included.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,24 @@ def metric_names(runs: Iterable[Run]) -> list[str]:
     ks = sorted({int(m.group(1)) for k in keys if (m := re.search(r"@(\d+)$", k))})
     ordered = [f"{name}@{k}" for k in ks for name in _METRIC_ORDER if f"{name}@{k}" in keys]
     return ordered + (["MRR"] if "MRR" in keys else [])
+
+
+def display_metrics(runs: Iterable[Run], requested: Iterable[str] | None = None) -> list[str]:
+    """The metrics a table shows: `requested` (names, or ['all']) or HR@K, NDCG@K and MRR at K = 10 (else
+    the smallest K computed). Recall@K repeats HR@K under leave-one-out, so it appears only when named."""
+    available = metric_names(runs)
+    if requested is not None:
+        requested = list(requested)
+        if requested == ["all"]:
+            return [m for m in available if not m.startswith("Recall@")]
+        unknown = [m for m in requested if m not in available]
+        if unknown:
+            raise ValueError(f"--metrics {','.join(unknown)}: not among the computed metrics "
+                             f"({', '.join(available)}); 'all' shows every one")
+        return requested
+    ks = sorted({int(m.split("@")[1]) for m in available if "@" in m})
+    k = 10 if 10 in ks else (ks[0] if ks else None)
+    return [m for m in (f"HR@{k}", f"NDCG@{k}", "MRR") if m in available]
 
 
 def _by_model(runs: Iterable[Run]) -> dict[str, list[Run]]:
@@ -70,16 +94,30 @@ def _fmt_speed(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:,.0f}"
 
 
-def leaderboard(runs: list[Run], fmt: str = "github") -> str:
+def _cell(stat: dict[str, float], seeds: int) -> str:
+    """'0.1316' for one seed, '0.1256 ± 0.0139' (std over seeds) for several."""
+    return f"{stat['mean']:.4f}" if seeds < 2 else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def leaderboard(runs: list[Run], fmt: str = "github", metrics: Iterable[str] | None = None) -> str:
+    """The leaderboard as text; json and csv carry every metric, the other formats `display_metrics`."""
     rows = leaderboard_rows(runs)
     if fmt == "json":
         return json.dumps(rows, indent=2)
-    names = metric_names(runs)
-    headers = ["model", *names, "params", "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
+    if fmt == "csv":
+        names = metric_names(runs)
+        headers = ["model", *(f"{n} {part}" for n in names for part in ("mean", "std")), "params",
+                   "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
+        table = [[r["model"], *(f"{r[n][part]:.6f}" for n in names for part in ("mean", "std")), r["params"],
+                  f"{r['train_samples_per_s']:.1f}", f"{r['eval_users_per_s']:.1f}", f"{r['epochs']:.2f}",
+                  f"{r['wall_s']:.2f}", r["seeds"]] for r in rows]
+        return _render(headers, table, fmt)
+    names = display_metrics(runs, metrics)
+    headers = ["model", *names, "params", "samples/s", "epochs", "s / seed", "seeds"]
     table = [
-        [r["model"] + (" (!)" if r["notes"] else ""), *(f"{r[n]['mean']:.4f} ± {r[n]['std']:.4f}" for n in names),
-         f"{r['params']:,}", _fmt_speed(r["train_samples_per_s"]), _fmt_speed(r["eval_users_per_s"]),
-         f"{r['epochs']:.1f}", f"{r['wall_s']:.1f}", r["seeds"]]
+        [r["model"] + (" (!)" if r["notes"] else ""), *(_cell(r[n], r["seeds"]) for n in names),
+         f"{r['params']:,}", _fmt_speed(r["train_samples_per_s"]), f"{r['epochs']:.1f}", f"{r['wall_s']:.0f}",
+         r["seeds"]]
         for r in rows
     ]
     notes = [f"(!) {r['model']} {note}" for r in rows for note in r["notes"]]
@@ -107,21 +145,19 @@ def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]
     return common, np.mean(stacked, axis=0)
 
 
-def comparison_rows(runs: list[Run], baseline: str, ks: Iterable[int] | None = None,
+def comparison_rows(runs: list[Run], baseline: str, metrics: Iterable[str] | None = None,
                     n_permutations: int = 10000) -> list[dict[str, Any]]:
-    """Per model and K: baseline vs model for each metric, with a paired sign-flip permutation p-value."""
+    """Per model and metric (all, or `metrics`): baseline vs model, with a paired sign-flip permutation p-value."""
     groups = _by_model(runs)
     if baseline not in groups:
         raise ValueError(f"baseline {baseline!r} has no finished run here; models: {sorted(groups)}")
-    names = metric_names(runs)
+    names = metric_names(runs) if metrics is None else list(metrics)
     rows = []
     for model, group in groups.items():
         if model == baseline:
             continue
         for name in names:
             k = int(name.split("@")[1]) if "@" in name else None
-            if ks is not None and k is not None and k not in ks:
-                continue
             if not all(name in r.per_user for r in group + groups[baseline]):
                 continue
             users_b, base = _per_user_mean(groups[baseline], name)
@@ -140,21 +176,17 @@ def comparison_rows(runs: list[Run], baseline: str, ks: Iterable[int] | None = N
     return rows
 
 
-def comparison(runs: list[Run], baseline: str, fmt: str = "github") -> str:
-    rows = comparison_rows(runs, baseline)
+def comparison(runs: list[Run], baseline: str, fmt: str = "github", metrics: Iterable[str] | None = None) -> str:
+    """One table: each model against the baseline on the displayed metrics (json: every metric)."""
     if fmt == "json":
-        return json.dumps(rows, indent=2)
-    out = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        for k in dict.fromkeys(r["K"] for r in rows if r["model"] == model):
-            table = [[r["metric"], f"{r['baseline']:.4f}", f"{r['value']:.4f}", f"{r['diff']:+.4f}",
-                      f"{r['pct_change']:+.1f}%", f"{r['p_value']:.4f}"]
-                     for r in rows if r["model"] == model and r["K"] == k]
-            title = f"{model} vs {baseline}" + (f" @K={k}" if k is not None else "")
-            headers = ["metric", baseline, model, "diff", "% change", "p-value"]
-            out.append(title if fmt == "csv" else f"**{title}**\n" if fmt == "github" else title)
-            out.append(_render(headers, table, fmt))
-    return "\n\n".join(out)
+        return json.dumps(comparison_rows(runs, baseline), indent=2)
+    names = display_metrics(runs, metrics)
+    rows = comparison_rows(runs, baseline, names)
+    rows.sort(key=lambda r: names.index(r["metric"]))
+    rows.sort(key=lambda r: r["model"])
+    table = [[r["model"], r["metric"], f"{r['baseline']:.4f}", f"{r['value']:.4f}", f"{r['diff']:+.4f}",
+              f"{r['pct_change']:+.1f}%", f"{r['p_value']:.4f}"] for r in rows]
+    return _render(["model", "metric", baseline, "model's", "diff", "% change", "p-value"], table, fmt)
 
 
 def _render(headers: list[str], table: list[list[Any]], fmt: str) -> str:

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import ml100k_dir
+from conftest import require_ml100k
 
 import registry
 from bench.data.eval_negatives import sample_eval_negatives
@@ -17,7 +17,7 @@ from bench.data.pipeline import prepare
 
 @pytest.fixture(scope="module")
 def ml100k():
-    return prepare(registry.create("dataset", "ml-100k", data_dir=ml100k_dir()).load())
+    return prepare(registry.create("dataset", "ml-100k", data_dir=require_ml100k()).load())
 
 
 @pytest.mark.parametrize("name", ["uniform", "popularity"])

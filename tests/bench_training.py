@@ -4,7 +4,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ml100k_dir
+from conftest import require_ml100k
 
 import registry
 from bench.data.pipeline import prepare
@@ -15,7 +15,7 @@ from bench.trainer import TrainConfig, make_adam
 
 @pytest.fixture(scope="module")
 def ml100k():
-    return prepare(registry.create("dataset", "ml-100k", data_dir=ml100k_dir()).load())
+    return prepare(registry.create("dataset", "ml-100k", data_dir=require_ml100k()).load())
 
 
 @pytest.mark.parametrize("name,batch_size", [("deepfm", 256), ("deepfm", 4096), ("xdeepfm", 256)])

@@ -175,3 +175,26 @@ def test_broken_plugin_error_names_it(third_party_site):
     assert out.returncode != 0
     assert "PluginLoadError" in out.stderr and "'broken' from toy-recs" in out.stderr
     assert "a_module_that_does_not_exist" in out.stderr
+
+
+def test_bench_list_keeps_a_broken_plugin_to_one_short_row(third_party_site):
+    out = _bench(third_party_site, "list", "model")
+    assert max(len(line) for line in out.stdout.splitlines()) < 180  # was ~230 with the whole error inline
+    assert "model broken (toy_recs_broken:Model): ModuleNotFoundError" in out.stderr
+
+
+def test_a_subclassed_plugin_reports_its_own_registry_name():
+    from plugins.samplers.popularity import PopularitySampler
+
+    class HardPop(PopularitySampler):
+        """Popularity negatives, registered under a name of their own."""
+
+    registry.register("sampler", "test-hard-pop")(HardPop)
+    try:
+        with pytest.raises(TypeError, match="test-hard-pop sampler: unknown options"):
+            registry.create("sampler", "test-hard-pop", beta=2)
+        made = registry.create("sampler", "test-hard-pop", alpha=0.5)
+        assert made.name == "test-hard-pop" and isinstance(made, HardPop)
+        assert registry.create("sampler", "popularity").name == "popularity"
+    finally:
+        registry._registered["sampler"].pop("test-hard-pop")

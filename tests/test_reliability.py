@@ -113,8 +113,8 @@ def test_results_dir_and_output_are_checked_before_any_work(tmp_path):
     res = invoke("run", "--models", "fm", *SYNTH, *FAST, "--results-dir", str(afile))
     assert res.exit_code == 2 and "is a file" in res.output
     res = invoke("run", "--models", "fm", *SYNTH, *FAST, "--results-dir", str(tmp_path / "r"),
-                 "--output", str(tmp_path / "missing" / "page.md"))
-    assert res.exit_code == 2 and "does not exist" in res.output and "seed 1" not in res.output
+                 "--output", str(afile / "page.md"))
+    assert res.exit_code == 2 and f"{afile} is not a writable folder" in res.output and "seed 1" not in res.output
     assert not (tmp_path / "r").exists()
     res = invoke("run", "--models", "fm", *SYNTH, *FAST, "--results-dir", str(afile / "r"))
     assert res.exit_code == 2 and "is not a writable folder" in res.output and "seed 1" not in res.output

@@ -42,10 +42,11 @@ def test_run_prints_comparison_against_the_baseline_and_writes_markdown(tmp_path
     res = invoke("run", "--models", "fm,mostpop", *SYNTH, *FAST, "--baseline", "mostpop",
                  "--results-dir", str(tmp_path), "--output", str(out))
     assert res.exit_code == 0, res.output
-    assert "fm vs mostpop @K=10" in res.stdout and "p-value" in res.stdout
+    comparison = [line for line in res.stdout.splitlines() if line.startswith("| fm ") and "NDCG@10" in line]
+    assert "p-value" in res.stdout and "| mostpop " in res.stdout and len(comparison) == 1
     text = out.read_text()
     assert text.startswith("# synthetic[") and "bench run --models fm,mostpop" in text
-    assert "| model" in text and "fm vs mostpop" in text
+    assert "| model" in text and "Against the mostpop baseline" in text and comparison[0] in text
     assert "training negatives `uniform`," in text
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ml100k_dir
+from conftest import require_ml100k
 
 import registry
 from bench.data.pipeline import prepare
@@ -184,7 +184,7 @@ def test_prepare_errors_name_the_problem():
 
 @pytest.mark.integration
 def test_ml100k_split_counts():
-    frames = registry.create("dataset", "ml-100k", data_dir=ml100k_dir()).load()
+    frames = registry.create("dataset", "ml-100k", data_dir=require_ml100k()).load()
     split = temporal_split(frames.interactions, threshold=4.0, min_interactions=3)
     assert len(split) == 55_375
     val, test = split[split["split"] == "val"], split[split["split"] == "test"]
