@@ -12,9 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing as mp
+import os
+import re
 import signal
+import sqlite3
 import time
 import warnings
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 import registry
 from bench.device import cpu_count, resolve_device, seed_everything, set_threads
@@ -33,6 +38,7 @@ from bench.trainer import NaNLossError, train
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats: stable in practice since 2.9
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+POSTGRES_EXTRA = 'pip install "deepfm-bench[postgres]"'
 SWEEPS = ("interactions", "sampler")
 INTERACTIONS = ("fm", "cin", "attention")
 INTERACTION_COMBOS = tuple(",".join(c) for n in (1, 2, 3) for c in itertools.combinations(INTERACTIONS, n))
@@ -111,22 +117,98 @@ class TuneConfig:
         return f"sqlite:///{path}"
 
 
+def _is_journal(url: str) -> bool:
+    return url.endswith((".log", ".journal")) and "://" not in url
+
+
+STORAGE_HELP = ("expected a database URL such as sqlite:///path/optuna.db or postgresql://user:pw@host/db, "
+                "or a journal file path ending .journal or .log")
+
+
+def check_storage(url: str | None) -> None:
+    """Refuse a --storage that cannot work, in one line, before any data loads or trial runs.
+
+    Garbage, an unknown database, an in-memory SQLite database (each process would get its own), a file in a
+    missing or read-only folder, a file that is not a SQLite database, a database whose driver is not installed
+    (for postgresql:// the `postgres` extra). None (the default SQLite file under --results-dir) passes.
+    """
+    if url is None:
+        return
+    if _is_journal(url):
+        path = Path(url)
+        if path.is_dir():
+            raise ValueError(f"--storage {url}: is a folder ({STORAGE_HELP})")
+        _check_folder(url, path, "a journal file")
+        return
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"--storage {url!r}: not a storage URL ({STORAGE_HELP})") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"--storage {shown}: unknown database {parsed.drivername!r} ({STORAGE_HELP})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        backend = parsed.get_backend_name()
+        hint = (f'{POSTGRES_EXTRA} (psycopg 3, which postgresql:// uses)' if backend == "postgresql" and
+                parsed.get_driver_name() == "psycopg" else f"install the Python module {exc.name or exc}")
+        if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+            hint += f", or use postgresql:// with {POSTGRES_EXTRA}"
+        raise ValueError(f"--storage {shown}: the {backend} driver {parsed.get_driver_name()} is not installed: "
+                         f"{hint}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(shown, parsed.database)
+
+
+def _check_folder(url: str, path: Path, what: str) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--storage {url}: folder {folder} does not exist (expected {what} in an existing folder)")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise ValueError(f"--storage {url}: {path if path.exists() else folder} is not writable")
+
+
+def _check_sqlite(url: str, database: str | None) -> None:
+    if database and database.startswith("file:"):
+        return  # a SQLite URI filename: left to SQLite
+    if not database or database == ":memory:":
+        raise ValueError(f"--storage {url}: an in-memory SQLite database is private to one process and lost at "
+                         "exit; expected a file, e.g. sqlite:///path/optuna.db")
+    path = Path(database)
+    if path.is_dir():
+        raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
+    _check_folder(url, path, "a SQLite file")
+    if path.exists() and path.stat().st_size:
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"--storage {url}: {path} is not a usable SQLite database ({exc})") from None
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
     """A journal file (path ending .log/.journal), else an RDB URL with a heartbeat for crashed trials.
 
     Workers starting together race to create the RDB schema; the loser retries once it exists.
     """
-    if url.endswith((".log", ".journal")) and "://" not in url:
+    if _is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(9):
+    for attempt in range(10):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=engine)
-        except SQLAlchemyError:  # "table studies already exists", duplicate alembic version, locked
+        except SQLAlchemyError as exc:  # "table studies already exists", duplicate alembic version, locked
+            if attempt == 9:
+                shown = make_url(url).render_as_string(hide_password=True)
+                detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise ValueError(f"--storage {shown}: cannot open the study storage ({detail})") from None
             time.sleep(0.2 * (attempt + 1))
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=engine)
+    raise AssertionError("unreachable")
 
 
 def open_study(cfg: TuneConfig) -> optuna.Study:
@@ -284,6 +366,7 @@ def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any) -> None:
 
 def tune(cfg: TuneConfig) -> optuna.Study:
     """Run the study to cfg.trials finished trials with cfg.n_jobs worker processes (threads shared)."""
+    check_storage(cfg.storage_url())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cores = cpu_count()
     if cfg.threads is None:
@@ -325,7 +408,28 @@ def summary(study: optuna.Study) -> dict[str, int]:
 
 
 def best_params_path(results_dir: str | Path, data: DataConfig, model: str) -> Path:
-    return Path(results_dir) / "best_params" / f"{data.label()}-{model}.json"
+    """results_dir/best_params/<dataset label>-<model>.json, always inside results_dir/best_params.
+
+    The label holds --dataset-opt values (paths among them): a label that is not a safe file name as it stands
+    has every other character replaced by '_' and a hash of the whole label appended (two labels never share a
+    file), and a long one is shortened the same way."""
+    folder = Path(results_dir) / "best_params"
+    path = folder / f"{_file_stem(data.label())}-{_file_stem(model)}.json"
+    if path.resolve().parent != folder.resolve():  # cannot happen with _file_stem; guard the invariant anyway
+        raise ValueError(f"best params file {path} would leave {folder}")
+    return path
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+@\[\]-]")
+
+
+def _file_stem(text: str, limit: int = 120) -> str:
+    safe = _UNSAFE.sub("_", text)
+    if safe == text and len(text) <= limit and not text.startswith("."):
+        return text
+    import hashlib
+
+    return f"{safe.lstrip('.')[:limit]}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
 def save_best(study: optuna.Study, cfg: TuneConfig) -> Path:
