@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bench.data.readers import DataFormatError
 
@@ -98,6 +98,9 @@ def verify_checksums(folder: Path) -> Path:
         name = name.strip().lstrip("*")
         if len(expected) != 32 or not name:
             raise DataFormatError(f"{sums}: line {number}: expected '<md5>  <file name>', got {line!r}")
+        if _leaves_folder(name):
+            raise DataFormatError(f"{sums}: line {number}: names {name!r}, which is outside {folder}; "
+                                  f"{CHECKSUMS} may list only files inside the dataset folder")
         target = folder / name
         if not target.is_file():
             raise ChecksumError(f"{sums}: line {number}: lists {name}, which is missing from {folder}")
@@ -106,6 +109,16 @@ def verify_checksums(folder: Path) -> Path:
             raise ChecksumError(f"{target}: MD5 is {actual}, but {sums} line {number} expects {expected}; "
                                 "the file is corrupt or was modified")
     return folder
+
+
+def _leaves_folder(name: str) -> bool:
+    """An MD5SUMS entry that is absolute or climbs out with '..' (as POSIX or Windows would read it).
+
+    Judged on the name alone, so a dataset file that is a symbolic link to elsewhere is still fine.
+    """
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    return (posix.is_absolute() or bool(windows.drive or windows.root)
+            or ".." in posix.parts or ".." in windows.parts)
 
 
 def fetch(archive: Archive, root: Path) -> Path:

@@ -4,6 +4,12 @@ Every loader reads through `read_table`, so a broken file fails the same way eve
 `DataFormatError` naming the file, the first bad line numbers and what was expected. Fields are read as
 strings and counted per line with numpy over the raw bytes *before* pandas parses them, because pandas
 silently pads short rows with "" and would turn a wrong separator into one wide column.
+
+Integers are parsed exactly, never through float64 (where 9007199254740993 reads as ...992): digits with
+an optional sign, checked with numpy's vectorised string functions, then converted; a value beyond the
+64-bit range is an error naming it. A file is read in chunks of about `CHUNK_BYTES`, cut at record ends,
+and the columns named in `read_table(parse=...)` are converted chunk by chunk, so a 20M-row ratings file
+is held as numbers, never as 80M Python strings; what is left as text is concatenated at the end.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +25,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.dtypes import StringDType
 
 _SEP_NAMES = {"\t": "tab", "|": "'|'", ",": "comma", ";": "semicolon", "::": "'::'"}
 _PLACEHOLDER = "\x1f"  # stands in for a multi-character separator so pandas' fast C parser can split
 _MAX_LINES_SHOWN = 5
+CHUNK_BYTES = 1 << 24  # a file is counted and parsed about 16 MiB at a time
+_INT64_MAX = "9223372036854775807"  # digits of 2**63 - 1; the most negative int64 is -(2**63)
+_INT64_MIN_DIGITS = "9223372036854775808"
+_ASCII_COMPATIBLE = {"utf-8", "iso8859-1", "ascii", "cp1252"}  # an ASCII-only file decodes in all of them
 
 
 class DataFormatError(ValueError):
     """A data file (or a dataset option) is not what its format requires."""
+
+
+class DataWarning(UserWarning):
+    """A data file loads, but something about it suggests it is not the file it should be."""
 
 
 def shown(value: Any) -> str:
@@ -48,13 +64,74 @@ def describe_lines(lines: np.ndarray) -> str:
     return f"lines {listed}" + (f" (and {extra} more: {len(lines)} in total)" if extra > 0 else "")
 
 
+def parse_integers(strings: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact int64 values of decimal strings: (values, malformed, overflow); values are 0 where not valid.
+
+    Accepted: ASCII digits with an optional leading + or -, surrounding whitespace ignored, and nothing
+    else (no "1.0", "1e3", "1_000" or other scripts' digits). overflow: well formed but outside
+    -2**63..2**63-1. Vectorised with numpy's string ufuncs; no Python loop over the values.
+    """
+    text = np.strings.strip(np.asarray(strings, dtype=object).astype(StringDType()))
+    negative = np.strings.startswith(text, "-")
+    digits = np.where(negative | np.strings.startswith(text, "+"), np.strings.slice(text, 1, None), text)
+    well_formed = (np.strings.str_len(digits) > 0) & (
+        np.strings.str_len(np.strings.lstrip(digits, "0123456789")) == 0)
+    significant = np.strings.lstrip(digits, "0")
+    width = np.strings.str_len(significant)
+    too_big = (width > len(_INT64_MAX)) | ((width == len(_INT64_MAX)) & (significant > _INT64_MAX)
+                                           & ~(negative & (significant == _INT64_MIN_DIGITS)))
+    overflow = well_formed & too_big
+    valid = well_formed & ~overflow
+    values = np.where(valid, text, "0").astype(np.int64)
+    return values, ~well_formed, overflow
+
+
+def _parse_numbers(strings: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values and where they are not finite numbers (nan there)."""
+    raw = np.asarray(strings, dtype=object)
+    try:  # fast path: numpy parses clean columns several times faster than pd.to_numeric
+        values = raw.astype(np.float64)
+    except ValueError:
+        values = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values, ~np.isfinite(values)
+
+
+def _integer_range(dtype: np.dtype) -> str:
+    info = np.iinfo(dtype)
+    return f"{info.min}..{info.max}"
+
+
+def _convert(strings: np.ndarray, kind: np.dtype) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """One column's strings as `kind` numbers, and its problems: (message, where) in the order to report."""
+    if kind.kind == "f":
+        values, bad = _parse_numbers(strings)
+        narrowed = values.astype(kind, copy=False)
+        too_big = ~bad & ~np.isfinite(narrowed)  # finite as float64, not as float32
+        return narrowed, [("column {column} must be a number, got {value}", bad),
+                          (f"column {{column}}: {{value}} is outside the {kind.name} range", too_big)]
+    values, malformed, overflow = parse_integers(strings)
+    outside = "column {column}: {value} is outside the "
+    problems = [("column {column} must be an integer, got {value}", malformed),
+                (outside + f"64-bit integer range {_integer_range(np.int64)}", overflow)]
+    if kind != np.int64:
+        info = np.iinfo(kind)
+        narrow = ~malformed & ~overflow & ((values < info.min) | (values > info.max))
+        problems.append((outside + f"{kind.name} range {_integer_range(kind)}", narrow))
+        values = np.where(narrow, 0, values)
+    return values.astype(kind, copy=False), problems
+
+
 @dataclass
 class Table:
-    """A delimited file read as strings, with the 1-based line number of each row for error messages."""
+    """A delimited file read as strings, with the 1-based line number of each row for error messages.
+
+    Columns named in read_table's `parse` are numbers already (int or float dtypes); the rest are strings.
+    """
 
     path: Path
     frame: pd.DataFrame
     lines: np.ndarray
+    header_line: int | None = None  # the line naming the columns, when the file has one
 
     def fail(self, bad: np.ndarray, problem: str) -> None:
         """Raise naming the rows where `bad` is True (no-op when none is)."""
@@ -64,26 +141,39 @@ class Table:
 
     def numeric(self, column: str, *, integer: bool = False, low: float | None = None,
                 high: float | None = None) -> np.ndarray:
-        """The column parsed as numbers (int64 when `integer`); unparsable or out-of-range values raise."""
+        """The column parsed as numbers (exact int64 when `integer`); unparsable or out-of-range values raise.
+
+        A column parsed while reading keeps its dtype, and only its range (and integrality) is checked.
+        """
         raw = self.frame[column]
-        try:  # fast path: numpy parses clean columns several times faster than pd.to_numeric
-            values = raw.to_numpy(dtype=object).astype(np.float64)
-        except ValueError:
-            values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         kind = "an integer" if integer else "a number"
-        bad = ~np.isfinite(values)
-        if integer:
-            bad |= np.isfinite(values) & (values != np.round(values))
-        if bad.any():
-            self.fail(bad, f"column {column!r} must be {kind}, got {shown(raw.to_numpy()[bad][0])}")
+        if pd.api.types.is_numeric_dtype(raw.dtype):
+            values = raw.to_numpy()
+            if integer and values.dtype.kind == "f":
+                self.fail(values != np.round(values), f"column {column!r} must be an integer, got "
+                                                      f"{shown(values[values != np.round(values)][0])}")
+            shown_values = values
+        elif integer:
+            values, malformed, overflow = parse_integers(raw)
+            if malformed.any():
+                self.fail(malformed, f"column {column!r} must be {kind}, got {shown(raw.to_numpy()[malformed][0])}")
+            if overflow.any():
+                self.fail(overflow, f"column {column!r}: {shown(raw.to_numpy()[overflow][0])} is outside the "
+                                    f"64-bit integer range {_integer_range(np.int64)}")
+            shown_values = raw.to_numpy()
+        else:
+            values, bad = _parse_numbers(raw)
+            if bad.any():
+                self.fail(bad, f"column {column!r} must be {kind}, got {shown(raw.to_numpy()[bad][0])}")
+            shown_values = raw.to_numpy()
         if low is not None or high is not None:
             lo = -np.inf if low is None else low
             hi = np.inf if high is None else high
             out = (values < lo) | (values > hi)
             if out.any():
                 span = f">= {low}" if high is None else f"<= {high}" if low is None else f"within {low}..{high}"
-                self.fail(out, f"column {column!r} must be {span}, got {shown(raw.to_numpy()[out][0])}")
-        return values.astype(np.int64) if integer else values
+                self.fail(out, f"column {column!r} must be {span}, got {shown(shown_values[out][0])}")
+        return values
 
     def choice(self, column: str, allowed: Iterable[str]) -> None:
         """Every value of the column must be one of `allowed`."""
@@ -116,85 +206,217 @@ class Table:
 
 
 def read_table(path: str | Path, *, sep: str, names: Sequence[str] | None = None, encoding: str = "utf-8",
-               quotechar: str | None = None) -> Table:
+               quotechar: str | None = None, parse: Mapping[str, Any] | None = None,
+               newline_at_end: bool = False, chunk_bytes: int | None = None) -> Table:
     """Read a delimited file as strings after checking that every line has the same number of fields.
 
     names: the columns of a header-less format (their count is the expected field count); None means the
     first line is a header naming the columns. quotechar: '"' for user CSVs where a quoted field may hold
-    the separator (or a newline); None for formats that never quote (MovieLens).
+    the separator (or a newline); None for formats that never quote (MovieLens' .dat files).
+    parse: columns converted while reading, name -> int, float or a numpy dtype (int = exact int64,
+    float = float64; an integer dtype's range is checked): the frame holds them as numbers, and an
+    unparsable value raises naming its lines. newline_at_end: the format ends its last line with a newline
+    (every official MovieLens file does), so a file without one may have been cut short: a DataWarning.
+    chunk_bytes: how much of the file is counted and parsed at a time (default CHUNK_BYTES).
     """
     path = Path(path)
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    if names is not None and set(parse or {}) - set(names):
+        raise ValueError(f"read_table: parse names columns {sorted(set(parse) - set(names))} that are not in "
+                         f"names {list(names)}")
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     raw = path.read_bytes()
+    start = 0
     if raw.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name == "utf-8":
-        raw = raw[len(codecs.BOM_UTF8):]  # spreadsheet exports start with one; it is not part of a name
-    if not raw.strip():
+        start = len(codecs.BOM_UTF8)  # spreadsheet exports start with one; it is not part of a name
+    if (raw[start:] if start else raw).isspace() or len(raw) == start:
         raise DataFormatError(f"{path}: file is empty")
-    _check_decodes(path, raw, encoding)
+    _check_decodes(path, raw, start, encoding, chunk_bytes)
+    if newline_at_end and not raw.endswith(b"\n"):
+        last = raw.count(b"\n") + 1
+        warnings.warn(f"{path}: the last line (line {last}) does not end with a newline, as it does in the "
+                      "official file: the file may have been cut short, and its last line with it (when the "
+                      "folder has an MD5SUMS file, its check catches a cut file)", DataWarning, stacklevel=2)
     seps = sep.encode(encoding)
-    if len(seps) > 1:
-        if _PLACEHOLDER.encode() in raw:
-            raise DataFormatError(f"{path}: contains the control character \\x1f; cannot split on {sep!r}")
-        raw = raw.replace(seps, _PLACEHOLDER.encode())
-        seps = _PLACEHOLDER.encode()
-    fields, lines = _count_fields(path, raw, seps[0], quotechar)
-    if names is None:
-        expected, header_line = int(fields[0]), int(lines[0])
-        fields, lines = fields[1:], lines[1:]
-        if len(lines) == 0:
-            raise DataFormatError(f"{path}: has a header but no rows")
-    else:
-        expected = len(names)
-    bad = fields != expected
-    if bad.any():
-        got = int(fields[bad][0])
+    if len(seps) > 1 and _PLACEHOLDER.encode() in raw:
+        raise DataFormatError(f"{path}: contains the control character \\x1f; cannot split on {sep!r}")
+    chunks = [_Chunk(a, b) for a, b in _record_chunks(raw, start, quotechar, chunk_bytes)]
+
+    # pass 1: count the fields of every record (all bad lines are reported, not only a first chunk's)
+    expected, header_line = (len(names), None) if names is not None else (None, None)
+    line_parts, bad_lines, bad_counts = [], [], []
+    offset = raw.count(b"\n", 0, start)
+    for chunk in chunks:
+        fields, lines = _count_fields(path, chunk.data(raw, seps), chunk.sep_byte(seps), quotechar, offset)
+        offset += raw.count(b"\n", chunk.start, chunk.end)
+        chunk.records = len(fields)
+        if expected is None and len(fields):
+            expected, header_line = int(fields[0]), int(lines[0])
+            chunk.header = True
+            fields, lines = fields[1:], lines[1:]
+        bad = fields != expected
+        if bad.any():
+            bad_lines.append(lines[bad])
+            bad_counts.append(fields[bad])
+        line_parts.append(lines)
+    lines = np.concatenate(line_parts) if line_parts else np.zeros(0, dtype=np.int64)
+    if names is None and len(lines) == 0:
+        raise DataFormatError(f"{path}: has a header but no rows")
+    if bad_lines:
+        counts = np.concatenate(bad_counts)
         what = f"expected {expected} {sep_name(sep)}-separated fields"
         if names is not None:
             what += f" ({', '.join(names)})"
-        hint = " (is the separator right?)" if (fields[bad] == 1).all() else ""
-        raise DataFormatError(f"{path}: {describe_lines(lines[bad])}: {what}, found {got}{hint}")
-    frame = pd.read_csv(
-        io.BytesIO(raw), sep=seps.decode(encoding), header=None, names=range(expected), dtype=str,
-        keep_default_na=False, na_filter=False, quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL,
-        quotechar=quotechar or '"', encoding=encoding, engine="c", skip_blank_lines=True,
-    )
-    if names is None:
-        names = [str(c).strip() for c in frame.iloc[0]]
-        frame = frame.iloc[1:].reset_index(drop=True)
-        dupes = sorted({c for c in names if names.count(c) > 1})
-        if dupes:
-            raise DataFormatError(f"{path}: line {header_line}: the header names {dupes} more than once")
-    frame.columns = list(names)
-    if len(frame) != len(lines):  # only a stray carriage return inside a field could cause this
-        raise DataFormatError(f"{path}: parsed {len(frame)} rows from {len(lines)} lines; "
-                              "does a field contain a bare carriage return?")
-    return Table(path, frame, lines)
+        hint = " (is the separator right?)" if (counts == 1).all() else ""
+        raise DataFormatError(f"{path}: {describe_lines(np.concatenate(bad_lines))}: {what}, "
+                              f"found {int(counts[0])}{hint}")
+
+    # pass 2: parse each chunk; `parse` columns become numbers there and then
+    kinds = {column: np.dtype(np.int64 if kind is int else np.float64 if kind is float else kind)
+             for column, kind in (parse or {}).items()}
+    columns = list(names) if names is not None else None
+    numbers: dict[str, np.ndarray] = {}
+    texts: dict[str, list[pd.Series]] = {}
+    problems: dict[tuple[int, int], tuple[str, list[np.ndarray]]] = {}
+    row = 0
+    for chunk in chunks:
+        if chunk.records == 0:
+            continue
+        frame = pd.read_csv(
+            io.BytesIO(chunk.data(raw, seps)), sep=chunk.sep_byte(seps).decode(encoding), header=None,
+            names=range(expected), dtype=str, keep_default_na=False, na_filter=False,
+            quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL, quotechar=quotechar or '"',
+            encoding=encoding, engine="c", skip_blank_lines=True,
+        )
+        if len(frame) != chunk.records:  # only a stray carriage return inside a field could cause this
+            raise DataFormatError(f"{path}: parsed {len(frame)} rows from {chunk.records} lines; "
+                                  "does a field contain a bare carriage return?")
+        if chunk.header:
+            columns = _header(path, frame.iloc[0], header_line, kinds, sep)
+            frame = frame.iloc[1:]
+        here = lines[row:row + len(frame)]
+        for index, column in enumerate(columns):
+            strings = frame.iloc[:, index]
+            if column not in kinds:
+                texts.setdefault(column, []).append(strings)
+                continue
+            if column not in numbers:
+                numbers[column] = np.empty(len(lines), dtype=kinds[column])
+            values, found = _convert(strings.to_numpy(dtype=object), kinds[column])
+            numbers[column][row:row + len(frame)] = values
+            for number, (message, bad) in enumerate(found):
+                if bad.any():
+                    first = strings.to_numpy(dtype=object)[bad][0]
+                    key = (index, number)
+                    if key not in problems:
+                        problems[key] = (message.format(column=repr(column), value=shown(first)), [])
+                    problems[key][1].append(here[bad])
+        row += len(frame)
+    if problems:
+        message, where = problems[min(problems)]
+        raise DataFormatError(f"{path}: {describe_lines(np.concatenate(where))}: {message}")
+    data = {}
+    for column in columns:
+        if column in kinds:
+            data[column] = numbers.get(column, np.empty(0, dtype=kinds[column]))
+        else:
+            parts = texts.get(column) or [pd.Series([], dtype=str)]
+            data[column] = (parts[0] if len(parts) == 1 else pd.concat(parts)).reset_index(drop=True)
+    return Table(path, pd.DataFrame(data, copy=False), lines, header_line)
 
 
-def _check_decodes(path: Path, raw: bytes, encoding: str) -> None:
-    try:
-        raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise DataFormatError(f"{path}: line {line}: not valid {encoding} text ({exc.reason}); "
-                              "expected the file's documented encoding") from None
+def _header(path: Path, row: pd.Series, line: int, kinds: Mapping[str, np.dtype], sep: str) -> list[str]:
+    """The column names of a header line: each once, and every column to be parsed among them."""
+    columns = [str(c).strip() for c in row]
+    missing = [c for c in kinds if c not in columns]  # first: a missing header's first row may repeat values
+    if missing:
+        hint = (f"the columns must be {sep_name(sep)}-separated (is the separator right?)" if len(columns) == 1
+                else "the first line must name the columns (is it missing?)")
+        raise DataFormatError(f"{path}: line {line}: the header {columns} has no column(s) {missing}; {hint}")
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise DataFormatError(f"{path}: line {line}: the header names {dupes} more than once")
+    return columns
 
 
-def _count_fields(path: Path, raw: bytes, sep: int, quotechar: str | None
+@dataclass
+class _Chunk:
+    """Bytes [start, end) of the file: whole records; `records` and `header` are set by the counting pass."""
+
+    start: int
+    end: int
+    records: int = 0
+    header: bool = False
+
+    def data(self, raw: bytes, seps: bytes) -> bytes:
+        data = raw[self.start:self.end]
+        return data.replace(seps, _PLACEHOLDER.encode()) if len(seps) > 1 else data
+
+    @staticmethod
+    def sep_byte(seps: bytes) -> bytes:
+        return _PLACEHOLDER.encode() if len(seps) > 1 else seps
+
+
+def _record_chunks(raw: bytes, start: int, quotechar: str | None, size: int) -> list[tuple[int, int]]:
+    """Byte ranges covering raw[start:], about `size` each, every one ending just after a record's newline
+    (one outside quotes), or at the end of the file. A record longer than `size` widens its chunk."""
+    chunks, pos, n = [], start, len(raw)
+    while pos < n:
+        width = size
+        while True:
+            end = min(pos + width, n)
+            cut = n if end == n else _last_record_end(raw, pos, end, quotechar)
+            if cut > pos:
+                break
+            width *= 2
+        chunks.append((pos, cut))
+        pos = cut
+    return chunks
+
+
+def _last_record_end(raw: bytes, pos: int, end: int, quotechar: str | None) -> int:
+    """The position just after the last newline in raw[pos:end] outside quotes; -1 when there is none."""
+    if quotechar is None:
+        found = raw.rfind(b"\n", pos, end)
+        return found + 1 if found >= 0 else -1
+    window = np.frombuffer(raw, dtype=np.uint8, count=end - pos, offset=pos)
+    newlines = np.flatnonzero(window == 10)
+    quotes = np.flatnonzero(window == ord(quotechar))
+    outside = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+    return pos + int(outside[-1]) + 1 if len(outside) else -1
+
+
+def _check_decodes(path: Path, raw: bytes, start: int, encoding: str, size: int) -> None:
+    if raw.isascii() and codecs.lookup(encoding).name in _ASCII_COMPATIBLE:
+        return
+    pos = start
+    while pos < len(raw):  # in slices cut after a newline, so no character is split
+        end = raw.find(b"\n", min(pos + size, len(raw)))
+        end = len(raw) if end < 0 else end + 1
+        try:
+            raw[pos:end].decode(encoding)
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, pos + exc.start) + 1
+            raise DataFormatError(f"{path}: line {line}: not valid {encoding} text ({exc.reason}); "
+                                  "expected the file's documented encoding") from None
+        pos = end
+
+
+def _count_fields(path: Path, raw: bytes, sep: bytes, quotechar: str | None, line_offset: int = 0
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Per non-blank record: the number of fields and its 1-based line number.
+    """Per non-blank record: the number of fields and its 1-based line number (+ `line_offset`).
 
     Vectorised over the byte positions of separators, newlines and quotes; a separator or newline
     inside a quoted field (odd number of quotes before it) does not count.
     """
     buf = np.frombuffer(raw, dtype=np.uint8)
-    seps, newlines = np.flatnonzero(buf == sep), np.flatnonzero(buf == 10)
+    seps, newlines = np.flatnonzero(buf == sep[0]), np.flatnonzero(buf == 10)
     ends = newlines
     if quotechar is not None:
         quotes = np.flatnonzero(buf == ord(quotechar))
         if len(quotes) % 2:
-            line = int(np.searchsorted(newlines, quotes[-1])) + 1
+            line = int(np.searchsorted(newlines, quotes[-1])) + 1 + line_offset
             raise DataFormatError(f"{path}: line {line}: a quoted field is never closed (unbalanced {quotechar})")
         seps = seps[np.searchsorted(quotes, seps) % 2 == 0]
         ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
@@ -202,18 +424,21 @@ def _count_fields(path: Path, raw: bytes, sep: int, quotechar: str | None
         ends = np.append(ends, len(buf))  # last line without a trailing newline
     starts = np.concatenate([[0], ends[:-1] + 1])
     fields = np.searchsorted(seps, ends) - np.searchsorted(seps, starts) + 1
-    lines = np.searchsorted(newlines, starts) + 1
+    lines = np.searchsorted(newlines, starts) + 1 + line_offset
     length = ends - starts
     blank = (length == 0) | ((length == 1) & (buf[np.minimum(starts, len(buf) - 1)] == 13))
     return fields[~blank], lines[~blank]
 
 
 def take_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The plugin's options with defaults filled in; an unknown one names the dataset and what it takes."""
+    """The plugin's options with defaults filled in; an unknown one names the dataset and what it takes.
+
+    A DataFormatError (a ValueError), so the command line reports it as one line, like any bad input.
+    """
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise TypeError(f"dataset {dataset!r} got unknown option(s) {unknown}; it takes: "
-                        f"data_dir, cache_dir, download, {', '.join(defaults)}")
+        raise DataFormatError(f"dataset {dataset!r} got unknown option(s) {unknown}; it takes: "
+                              f"data_dir, cache_dir, download, {', '.join(defaults)}")
     return {**defaults, **options}
 
 

@@ -63,7 +63,7 @@ def ml100k_schema(genre_encoding: str = "multihot") -> list[ColumnSchema]:
 
 def read_ratings(path: Path, sep: str) -> tuple[Table, pd.DataFrame]:
     """The ratings file as interactions (file order kept): integer ids and timestamps, ratings 1..5."""
-    table = read_table(path, sep=sep, names=RATINGS, encoding=ENCODING)
+    table = read_table(path, sep=sep, names=RATINGS, encoding=ENCODING, newline_at_end=True)
     frame = pd.DataFrame({
         "user_id": table.numeric("user_id", integer=True),
         "item_id": table.numeric("item_id", integer=True),
@@ -108,9 +108,9 @@ class MovieLens100K(_MovieLens):
 
     def read(self, folder: Path, genre_encoding: str):
         ratings, interactions = read_ratings(folder / "u.data", "\t")
-        users = read_table(folder / "u.user", sep="|", encoding=ENCODING,
+        users = read_table(folder / "u.user", sep="|", encoding=ENCODING, newline_at_end=True,
                            names=("user_id", "age", "gender", "occupation", "zip_code"))
-        items = read_table(folder / "u.item", sep="|", encoding=ENCODING,
+        items = read_table(folder / "u.item", sep="|", encoding=ENCODING, newline_at_end=True,
                            names=("item_id", "title", "release_date", "video_release_date", "url",
                                   *(f"genre_{g}" for g in ML100K_GENRES)))
         user_frame = pd.DataFrame({
@@ -139,9 +139,9 @@ class MovieLens1M(_MovieLens):
 
     def read(self, folder: Path, genre_encoding: str):
         ratings, interactions = read_ratings(folder / "ratings.dat", "::")
-        users = read_table(folder / "users.dat", sep="::", encoding=ENCODING,
+        users = read_table(folder / "users.dat", sep="::", encoding=ENCODING, newline_at_end=True,
                            names=("user_id", "gender", "age", "occupation", "zip_code"))
-        items = read_table(folder / "movies.dat", sep="::", encoding=ENCODING,
+        items = read_table(folder / "movies.dat", sep="::", encoding=ENCODING, newline_at_end=True,
                            names=("item_id", "title", "genres"))
         users.choice("gender", ("M", "F"))
         users.choice("age", ML1M_AGE_CODES)
