@@ -1,8 +1,11 @@
 """Small files in the genuine MovieLens formats, for tests anywhere in the suite.
 
 `write_ml100k(dir)` / `write_ml1m(dir)` write a complete, valid dataset folder (tabs, pipes, '::', latin-1
-titles with non-ASCII characters and commas) and return it; tests corrupt a copy to check the errors.
-Every user rates at least `MIN_PER_USER` items, so leave-one-out splits have something to hold out.
+titles with non-ASCII characters and commas) and return it; `write_ml20m(dir)` writes the ML-20M / ML-25M
+format (ratings.csv and movies.csv with headers, half-star ratings, UTF-8 titles quoted when they hold a
+comma or a quote, movie ids with gaps, "(no genres listed)", movies nobody rated). Tests corrupt a copy to
+check the errors. Every user rates at least `MIN_PER_USER` items, so leave-one-out splits have something
+to hold out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ OCCUPATIONS = ("administrator", "artist", "doctor", "educator", "engineer", "ent
                "retired", "salesman", "scientist", "student", "technician", "writer")
 TITLES = np.array(["Café Olé (1995)", "Misérables, Les (1995)", "Toy Story (1995)", "Señor Cortés (1997)",
                    "Heat (1995)", 'Shawshank "Redemption", The (1994)', "Zoë & Ünal (1998)"], dtype=object)
+ML20M_GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
+                "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                "War", "Western")  # as the 20M / 25M files spell them; "(no genres listed)" besides
+NO_GENRES = "(no genres listed)"
 MIN_PER_USER = 3
 FIRST_TIMESTAMP = 874_724_710
 
@@ -106,6 +113,41 @@ def write_ml1m(folder: str | Path, n_users: int = 30, n_items: int = 40, n_ratin
     items = np.arange(1, n_items + 1)
     columns = [items, TITLES[(items - 1) % len(TITLES)], genres.str.removesuffix("|")]
     (folder / "movies.dat").write_bytes(join(columns, "::").encode("latin-1"))
+    return folder
+
+
+def csv_field(values) -> np.ndarray:
+    """Values as a CSV writer writes them: quoted (inner quotes doubled) when they hold a comma or a quote."""
+    text = pd.Series(values, dtype=object).astype(str)
+    quoted = '"' + text.str.replace('"', '""', regex=False) + '"'
+    return np.where(text.str.contains('[,"]', regex=True), quoted, text)
+
+
+def write_ml20m(folder: str | Path, n_users: int = 30, n_items: int = 40, n_ratings: int = 400,
+                seed: int = 0) -> Path:
+    """ratings.csv and movies.csv (UTF-8, headers) in the ML-20M / ML-25M formats.
+
+    Ratings are half stars written as the official files write them ("3.5", "4.0"), sorted by user then
+    movie; movie ids have gaps; every 9th movie has "(no genres listed)"; the last 5 movies are unrated.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 1)
+    n_movies = n_items + 5
+    movie_ids = np.sort(rng.choice(np.arange(1, 20 * n_movies), n_movies, replace=False))
+    r = ratings(n_users, n_items, n_ratings, seed).sort_values(["user", "item"])
+    stars = pd.Series(rng.integers(1, 11, len(r)) / 2).map("{:.1f}".format)
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" +
+                                        join([r.user, movie_ids[r.item - 1], stars, r.timestamp], ","))
+    flags = genre_flags(rng, n_movies, len(ML20M_GENRES)).astype(bool)
+    names = np.array(ML20M_GENRES, dtype=object)
+    genres = pd.Series([""] * n_movies, dtype=object)
+    for j in range(len(ML20M_GENRES)):
+        genres = genres + np.where(flags[:, j], names[j] + "|", "")
+    genres = genres.str.removesuffix("|").where(np.arange(n_movies) % 9 != 4, NO_GENRES)
+    titles = csv_field(TITLES[np.arange(n_movies) % len(TITLES)])
+    (folder / "movies.csv").write_bytes(("movieId,title,genres\n" + join([movie_ids, titles, genres], ","))
+                                        .encode("utf-8"))
     return folder
 
 

@@ -18,11 +18,11 @@ from bench.cli import main
 from bench.data.download import ChecksumError
 from bench.data.readers import DataFormatError, DataWarning, parse_integers, read_table, take_options
 from plugins.datasets.csv import CsvDataset
-from plugins.datasets.movielens import MovieLens1M, MovieLens100K
+from plugins.datasets.movielens import MovieLens1M, MovieLens20M, MovieLens25M, MovieLens100K
 from plugins.datasets.synthetic import SyntheticDataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from datagen import write_md5sums, write_ml1m, write_ml100k  # noqa: E402
+from datagen import write_md5sums, write_ml1m, write_ml20m, write_ml100k  # noqa: E402
 
 INT64 = "-9223372036854775808..9223372036854775807"
 
@@ -167,7 +167,8 @@ def test_parse_narrow_dtypes_and_a_missing_header(tmp_path):
 
 
 def test_loaders_read_the_same_in_small_chunks(tmp_path, monkeypatch):
-    folders = {MovieLens100K: write_ml100k(tmp_path / "ml-100k"), MovieLens1M: write_ml1m(tmp_path / "ml-1m")}
+    folders = {MovieLens100K: write_ml100k(tmp_path / "ml-100k"), MovieLens1M: write_ml1m(tmp_path / "ml-1m"),
+               MovieLens20M: write_ml20m(tmp_path / "ml-20m")}
     whole = {cls: cls(data_dir=folder).load() for cls, folder in folders.items()}
     monkeypatch.setattr(readers, "CHUNK_BYTES", 100)
     for cls, folder in folders.items():
@@ -203,11 +204,15 @@ def test_no_warning_for_complete_files_or_a_users_own_csv(ml100k, tmp_path):
         CsvDataset(interactions=tmp_path / "clicks.csv").load()
 
 
-def test_ml1m_files_without_final_newline_warn(tmp_path):
+def test_ml1m_and_ml20m_files_without_final_newline_warn(tmp_path):
     ml1m = write_ml1m(tmp_path / "ml-1m")
     (ml1m / "movies.dat").write_bytes((ml1m / "movies.dat").read_bytes()[:-1])
     with pytest.warns(DataWarning, match=r"movies\.dat: the last line"):
         MovieLens1M(data_dir=ml1m).load()
+    ml20m = write_ml20m(tmp_path / "ml-20m")
+    (ml20m / "ratings.csv").write_bytes((ml20m / "ratings.csv").read_bytes()[:-1])
+    with pytest.warns(DataWarning, match=r"ratings\.csv: the last line"):
+        MovieLens20M(data_dir=ml20m).load()
 
 
 # ---------------------------------------------------------------- MD5SUMS stays inside the folder (11.4)
@@ -248,7 +253,8 @@ def test_md5sums_may_list_files_in_subfolders(ml100k):
 # ---------------------------------------------------------------- unknown dataset options (11.2 / 11.4)
 
 
-@pytest.mark.parametrize("cls", [MovieLens100K, MovieLens1M, CsvDataset, SyntheticDataset])
+@pytest.mark.parametrize("cls", [MovieLens100K, MovieLens1M, MovieLens20M, MovieLens25M, CsvDataset,
+                                 SyntheticDataset])
 def test_unknown_dataset_option_is_a_data_format_error(cls, tmp_path):
     with pytest.raises(DataFormatError) as info:
         cls(data_dir=tmp_path, colour="red", bogus=1).load()

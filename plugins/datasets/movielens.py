@@ -1,9 +1,20 @@
-"""MovieLens 100K and 1M from the official GroupLens files, validated, as frames + column schema.
+"""MovieLens 100K, 1M, 20M and 25M from the official GroupLens files, validated, as frames + column schema.
 
-Users: user_id, age, gender, occupation (zip code is not a feature). Items: item_id and the genres, either
-one multi-hot field (`genre_encoding="multihot"`, default) or one 0/1 field per genre (`"binary"`, as in
-the original notebook). Options `url` / `md5` point the download at a mirror (or, in tests, a local
-file:// archive); the archive must still match the MD5 given.
+Users: user_id, age, gender, occupation (zip code is not a feature); 20M and 25M have no user features,
+so their user side is user_id alone. Items: item_id and the genres, either one multi-hot field
+(`genre_encoding="multihot"`, default) or one 0/1 field per genre (`"binary"`, as in the original
+notebook). Options `url` / `md5` point the download at a mirror (or, in tests, a local file:// archive);
+the archive must still match the MD5 given.
+
+20M and 25M (ratings.csv `userId,movieId,rating,timestamp`, ratings 0.5..5.0 in half stars; movies.csv
+`movieId,title,genres`, UTF-8, titles quoted when they hold a comma): their genre vocabulary is the union
+of the genres movies.csv uses, not a fixed list. Their README lists ML-1M's 18 genres, but the files also
+use "IMAX" and spell "Children" without the 's', so a fixed list would have to be guessed from files that
+cannot be checked here and would refuse the genuine ones if a release differs. What is checked instead is
+the form: non-empty names without surrounding spaces, joined by '|'. "(no genres listed)" means no genre
+(an empty multi-hot row, all-zero binary fields) and must stand alone; binary fields follow the sorted
+vocabulary. Ids are int32, ratings float32 and timestamps int64, and ratings.csv is converted while it is
+read (bench.data.readers), so 25M ratings never exist as Python strings.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ ML1M_AGE_CODES = ("1", "18", "25", "35", "45", "50", "56")
 GENRE_ENCODINGS = ("multihot", "binary")
 RATINGS = ("user_id", "item_id", "rating", "timestamp")
 ENCODING = "latin-1"  # item titles are latin-1 in both releases
+RATINGS_CSV = ("userId", "movieId", "rating", "timestamp")  # the 20M / 25M headers
+MOVIES_CSV = ("movieId", "title", "genres")
+NO_GENRES = "(no genres listed)"
 
 
 def genre_fields(flags: np.ndarray, genres: tuple[str, ...], encoding: str) -> dict[str, np.ndarray]:
@@ -170,3 +184,84 @@ class MovieLens1M(_MovieLens):
             *genre_schema(ML1M_GENRES, genre_encoding),
         ]
         return interactions, user_frame, item_frame, schema
+
+
+def expect_header(table: Table, columns: tuple[str, ...]) -> None:
+    """The file's header names exactly `columns`, in order (the official files' header)."""
+    found = list(table.frame.columns)
+    if found != list(columns):
+        raise DataFormatError(f"{table.path}: line {table.header_line}: the header must be {','.join(columns)}, "
+                              f"found {','.join(found)}")
+
+
+def csv_genres(movies: Table) -> tuple[tuple[str, ...], np.ndarray]:
+    """The genre vocabulary of movies.csv (sorted) and the (n_movies, n_genres) 0/1 matrix."""
+    raw = movies.frame["genres"]
+    listed = raw.str.split("|", regex=False).explode()  # index: the row each name came from
+    rows = np.arange(len(raw))
+    malformed = np.isin(rows, listed.index[(listed == "") | (listed != listed.str.strip())])
+    if malformed.any():
+        movies.fail(malformed, f"column 'genres' must be genre names joined by '|' (or {NO_GENRES!r}), "
+                               f"got {raw[malformed].iloc[0]!r}")
+    none = listed == NO_GENRES
+    mixed = np.isin(rows, listed.index[none]) & (raw.to_numpy() != NO_GENRES)
+    if mixed.any():
+        movies.fail(mixed, f"column 'genres': {NO_GENRES!r} must stand alone, got {raw[mixed].iloc[0]!r}")
+    genres = tuple(sorted(pd.unique(listed[~none])))
+    flags = raw.str.get_dummies(sep="|").reindex(columns=list(genres), fill_value=0).to_numpy()
+    return genres, flags
+
+
+class _MovieLensCsv(_MovieLens):
+    """MovieLens 20M / 25M: ratings.csv and movies.csv with headers; no user features."""
+
+    def read(self, folder: Path, genre_encoding: str):
+        ratings = read_table(folder / "ratings.csv", sep=",", encoding="utf-8", newline_at_end=True,
+                             parse={"userId": np.int32, "movieId": np.int32, "rating": float,
+                                    "timestamp": np.int64})
+        expect_header(ratings, RATINGS_CSV)
+        user_ids = ratings.numeric("userId", integer=True, low=1)
+        item_ids = ratings.numeric("movieId", integer=True, low=1)
+        stars = ratings.numeric("rating", low=0.5, high=5.0)
+        halves = stars * 2
+        off_step = halves != np.round(halves)
+        del halves
+        if off_step.any():
+            ratings.fail(off_step, f"column 'rating' must be in half stars (0.5, 1.0, ..., 5.0), got "
+                                   f"{stars[off_step][0]}")
+        timestamps = ratings.numeric("timestamp", integer=True, low=0)
+
+        movies = read_table(folder / "movies.csv", sep=",", quotechar='"', encoding="utf-8",
+                            newline_at_end=True, parse={"movieId": np.int32})
+        expect_header(movies, MOVIES_CSV)
+        movie_ids = movies.numeric("movieId", integer=True, low=1)
+        movies.unique("movieId", movie_ids)
+        genres, flags = csv_genres(movies)
+        ratings.known("movieId", item_ids, movie_ids, movies.path)
+
+        interactions = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "rating": stars.astype(np.float32),
+                                     "timestamp": timestamps}, copy=False)
+        users = pd.DataFrame({"user_id": np.sort(pd.unique(user_ids))})
+        items = pd.DataFrame({"item_id": movie_ids, **genre_fields(flags, genres, genre_encoding)})
+        schema = [
+            ColumnSchema("user_id", "user", "label", is_id=True),
+            ColumnSchema("item_id", "item", "label", is_id=True),
+            *genre_schema(genres, genre_encoding),
+        ]
+        return interactions, users, items, schema
+
+
+class MovieLens20M(_MovieLensCsv):
+    """MovieLens 20M: 20,000,263 ratings (0.5-5 stars) by 138,493 users of 27,278 movies; genres only."""
+
+    name = "ml-20m"
+    archive = Archive("ml-20m", "https://files.grouplens.org/datasets/movielens/ml-20m.zip",
+                      "cd245b17a1ae2cc31bb14903e1204af3", "ratings.csv")
+
+
+class MovieLens25M(_MovieLensCsv):
+    """MovieLens 25M: 25,000,095 ratings (0.5-5 stars) by 162,541 users of 62,423 movies; genres only."""
+
+    name = "ml-25m"
+    archive = Archive("ml-25m", "https://files.grouplens.org/datasets/movielens/ml-25m.zip",
+                      "6b51fb2759a8657d3bfcbfc42b592ada", "ratings.csv")
