@@ -5,6 +5,15 @@ knobs (declared once, below) plus the model's own `search_space(trial)` and, wit
 choices as categorical parameters. Studies live in a storage URL (SQLite under the results dir by
 default) and resume: the trials already in the study count toward `--trials`, and any number of
 processes or machines pointed at one storage share the work, finishing exactly `--trials` trials.
+
+What counts toward `--trials`: complete and pruned trials, and failed ones whose failure is the trial's own
+(NaN loss, out of memory: recorded with `fail_reason`). A trial whose worker died (SIGKILL, power loss, a lost
+machine) is *lost*, not failed: every running trial sends a heartbeat every HEARTBEAT_S seconds, and the first
+worker that sees one silent for GRACE_S seconds fails it with the reason (user attrs `lost`, `fail_reason`) and
+queues it again with the same parameters (a WAITING trial, `retry_of` its number), so the study still ends with
+exactly `--trials` counted trials. A trial lost MAX_RETRIES + 1 times (its configuration may be what kills the
+worker, e.g. the kernel's out-of-memory killer) is failed for good and counts. A worker that has nothing left
+to start while other workers' trials still run waits for them, to take over any that is lost.
 """
 
 from __future__ import annotations
@@ -15,17 +24,22 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import socket
 import sqlite3
+import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
-from optuna.trial import TrialState
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -38,6 +52,12 @@ from bench.trainer import NaNLossError, train
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats: stable in practice since 2.9
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A running trial's heartbeat: one small write every HEARTBEAT_S seconds (an UPDATE of one row on a database; a
+# 140-byte line in a journal file, about 250 kB per trial-hour). A trial silent for GRACE_S seconds (5 missed
+# beats: a live worker stalls that long only when stopped or starved) is lost: found within seconds, not minutes.
+HEARTBEAT_S = 2
+GRACE_S = 10
+MAX_RETRIES = 2
 POSTGRES_EXTRA = 'pip install "deepfm-bench[postgres]"'
 SWEEPS = ("interactions", "sampler")
 INTERACTIONS = ("fm", "cin", "attention")
@@ -189,19 +209,125 @@ def _check_sqlite(url: str, database: str | None) -> None:
             raise ValueError(f"--storage {url}: {path} is not a usable SQLite database ({exc})") from None
 
 
+def worker_id() -> str:
+    """host:pid of this process, recorded on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Silence:
+    """Which running trials have sent no heartbeat for GRACE_S seconds, as seen by this process's own clock.
+
+    A trial's heartbeat token (a journal heartbeat's value, or None for "no heartbeat yet") is remembered with
+    the moment this process first saw it; a token unchanged for GRACE_S seconds means its worker is gone. No
+    two machines' clocks are ever compared, so clock skew between them cannot fail a live trial.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def stale(self, trials: Iterable[FrozenTrial], token: Any) -> list[int]:
+        now, seen, stale = time.monotonic(), {}, []
+        for t in trials:
+            value = token(t)
+            before = self._seen.get(t._trial_id)
+            since = before[1] if before is not None and before[0] == value else now
+            seen[t._trial_id] = (value, since)
+            if now - since > GRACE_S:
+                stale.append(t._trial_id)
+        self._seen = seen
+        return stale
+
+
+def _mark_lost(storage: optuna.storages.BaseStorage, trial_ids: Iterable[int]) -> list[int]:
+    """Record on each silent trial, while it is still RUNNING, why it is about to fail; returns those that are
+    still running (another worker may have finished or failed one meanwhile)."""
+    marked = []
+    for trial_id in dict.fromkeys(trial_ids):
+        try:
+            trial = storage.get_trial(trial_id)
+            if trial.state != TrialState.RUNNING:
+                continue
+            retried = len(trial.system_attrs.get("retry_history", []))
+            silent = (f"its worker {trial.user_attrs.get('worker', '(not yet known)')} sent no heartbeat for "
+                      f"{GRACE_S} s (killed or crashed)")
+            if retried >= MAX_RETRIES:
+                reason = (f"lost {retried + 1} times, {silent}: its configuration may be what kills the worker "
+                          "(out of memory?); not retried")
+            else:
+                reason = f"lost: {silent}; retried with the same parameters"
+                storage.set_trial_user_attr(trial_id, "lost", True)
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        except (UpdateFinishedTrialError, KeyError):
+            continue
+        marked.append(trial_id)
+    return marked
+
+
+def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a lost trial again with its parameters (Optuna's heartbeat-stale callback)."""
+    if not trial.user_attrs.get("lost"):
+        return
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"retry_of": history[0]},
+        system_attrs={"failed_trial": history[0], "retry_history": history}))  # as RetryFailedTrialCallback
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's heartbeat (timed by the database's clock), plus: the reason recorded on each lost trial, and a
+    trial whose worker died before its first heartbeat is found too."""
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                         heartbeat_stale_trial_callback=_retry_lost, **kw)
+        self._silence = _Silence()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        # its "worker" attr is the objective's first write, just after the heartbeat thread started
+        unknown = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                   if "worker" not in t.user_attrs]
+        return _mark_lost(self, [*stale, *self._silence.stale(unknown, lambda t: None)])
+
+
+class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage has no heartbeat: here it is a trial system attr written every HEARTBEAT_S."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(backend)
+        self._silence = _Silence()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, "heartbeat", time.time())
+        except (UpdateFinishedTrialError, KeyError):
+            pass  # failed meanwhile as lost by another worker: nothing left to keep alive
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return _mark_lost(self, self._silence.stale(running, lambda t: t.system_attrs.get("heartbeat")))
+
+    def get_heartbeat_interval(self) -> int:
+        return HEARTBEAT_S
+
+    def get_heartbeat_stale_trial_callback(self) -> Any:
+        return _retry_lost
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file (path ending .log/.journal), else an RDB URL with a heartbeat for crashed trials.
+    """A journal file (path ending .log/.journal), else an RDB URL; both with heartbeats for lost trials.
 
     Workers starting together race to create the RDB schema; the loser retries once it exists.
     """
     if _is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return _JournalStorage(JournalFileBackend(url))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(10):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, engine_kwargs=engine)
+            return _RDBStorage(url, engine_kwargs=engine)
         except SQLAlchemyError as exc:  # "table studies already exists", duplicate alembic version, locked
             if attempt == 9:
                 shown = make_url(url).render_as_string(hide_password=True)
@@ -227,9 +353,22 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
     return study
 
 
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward the budget: complete, pruned, or failed for a reason of its own. Not: a
+    surplus trial (see _objective), a lost one (its worker died; it is retried), one still running or waiting."""
+    if trial.user_attrs.get("surplus") or trial.state not in DONE:
+        return False
+    return not (trial.state == TrialState.FAIL and trial.user_attrs.get("lost"))
+
+
 def finished(study: optuna.Study) -> int:
-    """Trials that count toward the budget (a surplus trial, see _objective, does not)."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE) if not t.user_attrs.get("surplus"))
+    """Trials that count toward the budget."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE) if counts(t))
+
+
+def lost(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials failed because their worker died (each was queued again with its parameters)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("lost")]
 
 
 class _Stop:
@@ -259,10 +398,11 @@ CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError)  # out of memory i
 
 
 def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = None) -> int:
-    """One worker: run trials until the study holds cfg.trials finished ones. Returns the trials it ran.
+    """One worker: run trials until the study holds cfg.trials counted ones. Returns the trials it ran.
 
-    Each trial goes through `study.optimize(n_trials=1)` so Optuna keeps its heartbeat (a crashed
-    worker's trial is failed, not counted as running forever) and records failures and pruning.
+    Each trial goes through `study.optimize(n_trials=1)` so Optuna keeps its heartbeat and records failures and
+    pruning. Before each trial, and every HEARTBEAT_S seconds while it waits for other workers' last trials,
+    lost trials are failed with their reason and queued again (see the module docstring); queued ones run first.
     """
     set_threads(cfg.threads)
     study = open_study(cfg)
@@ -272,24 +412,26 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
     previous = signal.signal(signal.SIGINT, stop) if worker == 0 and _main_thread() else None
     started = time.monotonic()
     bar = _progress(cfg, study) if worker == 0 else None
-    surplus = {"hit": False}
     ran = 0
     try:
-        while not stop.requested and not surplus["hit"]:
+        while not stop.requested:
             if cfg.timeout and time.monotonic() - started > cfg.timeout:
                 break
             optuna.storages.fail_stale_trials(study)
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished(study) + running >= cfg.trials:
-                break
-            study.optimize(lambda trial: _objective(study, trial, cfg, data, device, surplus), n_trials=1,
-                           catch=CATCH, gc_after_trial=False, show_progress_bar=False)
-            ran += 0 if surplus["hit"] else 1
+            trials = study.get_trials(deepcopy=False)
+            done = sum(1 for t in trials if counts(t))
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
             if bar is not None:
-                bar.n = finished(study)
-                best = _best(study)
-                bar.set_postfix(best=f"{best.value:.4f}" if best else "-")
-                bar.refresh()
+                _show(bar, study, done)
+            if waiting or done + running < cfg.trials:
+                ran += _one_trial(study, cfg, data, device)
+            elif running:  # other workers' last trials: wait, to retry any of them that is lost
+                _sleep(HEARTBEAT_S, stop)
+            else:
+                break
+        if bar is not None:
+            _show(bar, study, finished(study))
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -298,8 +440,40 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
     return ran
 
 
+def _one_trial(study: optuna.Study, cfg: TuneConfig, data: Any, device: Any) -> int:
+    """Run one trial (a queued retry first); 1 if it was a real one, 0 if a surplus or declared lost meanwhile."""
+    state: dict[str, Any] = {"surplus": False, "trial_id": None}
+    try:
+        study.optimize(lambda trial: _objective(study, trial, cfg, data, device, state), n_trials=1,
+                       catch=CATCH, gc_after_trial=False, show_progress_bar=False)
+    except (UpdateFinishedTrialError, ValueError):  # Optuna's "Cannot tell a FAIL trial"
+        if state["trial_id"] is None or not study._storage.get_trial(state["trial_id"]).user_attrs.get("lost"):
+            raise
+        number = study._storage.get_trial(state["trial_id"]).number
+        print(f"trial {number} of this worker ({worker_id()}) was declared lost by another worker after "
+              f"{GRACE_S} s without its heartbeat (was this process stopped?); its result is dropped and it is "
+              "retried", file=sys.stderr, flush=True)
+        return 0
+    return 0 if state["surplus"] else 1
+
+
+def _sleep(seconds: float, stop: _Stop) -> None:
+    end = time.monotonic() + seconds
+    while not stop.requested and time.monotonic() < end:
+        time.sleep(0.2)
+
+
+def _show(bar: Any, study: optuna.Study, done: int) -> None:
+    bar.n = done
+    best = _best(study)
+    bar.set_postfix(best=f"{best.value:.4f}" if best else "-")
+    bar.refresh()
+
+
 def _real_trials_before(study: optuna.Study, number: int) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus"))
+    """Trials numbered below `number` that hold a place in the budget (done, running or queued)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus")
+               and not (t.state == TrialState.FAIL and t.user_attrs.get("lost")))
 
 
 def _main_thread() -> bool:
@@ -323,11 +497,13 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: Any, device: Any,
-               surplus: dict[str, bool]) -> float:
+               state: dict[str, Any]) -> float:
     """Train one configuration; the best validation value of cfg.objective over its epochs."""
+    state["trial_id"] = trial._trial_id
+    trial.set_user_attr("worker", worker_id())  # first: a running trial without it is found lost (_RDBStorage)
     if _real_trials_before(study, trial.number) >= cfg.trials:
         # another worker took the budget's last trial at the same moment: close this one unrun, uncounted
-        surplus["hit"] = True
+        state["surplus"] = True
         trial.set_user_attr("surplus", True)
         raise optuna.TrialPruned(f"surplus: the study already has {cfg.trials} trials")
     model_name, params = trial_params(trial, cfg.model, cfg.sweep)
@@ -349,6 +525,8 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
         seed_everything(train_cfg.seed)
         model = build_model(model_name, data, cfg.run.fm_dim, model_kw).to(device)
         result = train(model, data, train_cfg, device, on_epoch=report)
+    except UpdateFinishedTrialError:
+        raise  # another worker declared this trial lost meanwhile: see _one_trial
     except CATCH as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
         raise
@@ -358,14 +536,42 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
     return result.best_value
 
 
-def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any) -> None:
+def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C arrives through stop_event
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a spawned process starts with Optuna's INFO
     work(cfg, worker, stop_event=stop_event)
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """A helper worker exits at once when its parent `bench tune` dies, even by SIGKILL (a daemon process is
+    only ended by a parent that exits normally). A thread waits on the pipe the parent holds open while it lives
+    (multiprocessing's parent sentinel) and checks the parent pid, on every platform. The trial the helper was
+    running is then lost and retried like any other."""
+    parent = mp.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        while True:
+            if sentinel is not None and wait([sentinel], timeout=poll_s):
+                break
+            if sentinel is None:
+                time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                break
+        print(f"bench tune worker {os.getpid()}: its parent process {parent_pid} died; exiting", file=sys.stderr,
+              flush=True)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def tune(cfg: TuneConfig) -> optuna.Study:
-    """Run the study to cfg.trials finished trials with cfg.n_jobs worker processes (threads shared)."""
+    """Run the study to cfg.trials counted trials with cfg.n_jobs worker processes (threads shared)."""
     check_storage(cfg.storage_url())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cores = cpu_count()
@@ -377,7 +583,7 @@ def tune(cfg: TuneConfig) -> optuna.Study:
         return study
     ctx = mp.get_context("spawn")
     stop_event = ctx.Event()
-    helpers = [ctx.Process(target=_worker_main, args=(cfg, w, stop_event), daemon=True)
+    helpers = [ctx.Process(target=_worker_main, args=(cfg, w, stop_event, os.getpid()), daemon=True)
                for w in range(1, cfg.n_jobs)]
     for p in helpers:
         p.start()
@@ -400,11 +606,12 @@ def best_rows(study: optuna.Study, top: int = 5) -> list[dict[str, Any]]:
 
 
 def summary(study: optuna.Study) -> dict[str, int]:
-    counts = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    """Counted trials by state (lost and surplus ones are not counted: see `lost`)."""
+    by_state = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False, states=DONE):
-        if not t.user_attrs.get("surplus"):
-            counts[t.state.name.lower()] += 1
-    return counts
+        if counts(t):
+            by_state[t.state.name.lower()] += 1
+    return by_state
 
 
 def best_params_path(results_dir: str | Path, data: DataConfig, model: str) -> Path:
