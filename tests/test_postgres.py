@@ -96,7 +96,9 @@ def test_two_workers_on_postgres_finish_exactly_even_after_kill_9_of_one(tmp_pat
         assert survivor.wait(120) == 0, (tmp_path / "w1.log").read_text()
         assert_exactly(load(storage), 6, {victim.pid})
         # the same command on two workers with a larger budget resumes the study: exactly 10, none twice
-        procs = [start(tune_cmd(tmp_path, postgres_url, 10), tmp_path / f"r{i}.log") for i in range(2)]
+        # (shorter trials: nothing is killed now; the last --epochs given wins)
+        procs = [start(tune_cmd(tmp_path, postgres_url, 10, "--epochs", "5"), tmp_path / f"r{i}.log")
+                 for i in range(2)]
         for i, p in enumerate(procs):
             assert p.wait(120) == 0, (tmp_path / f"r{i}.log").read_text()
         study = load(storage)
