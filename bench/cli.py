@@ -85,7 +85,8 @@ def train_options(f: Callable) -> Callable:
         click.option("--ties", type=click.Choice(["expected", "pessimistic", "optimistic"]), default="expected",
                      show_default=True, help="how candidates tied with the held-out item are ranked"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's)"),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="torch CPU threads (default: torch's)"),
         click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False)),
         click.option("--progress/--no-progress", default=None, help="progress bars (default: on a terminal)"),
     ]
@@ -504,7 +505,7 @@ def resolve_device_name(name: str) -> str:
 
 def _register_optional_commands() -> None:
     """Commands living in their own modules."""
-    from bench.kernel import kernel_command
+    from bench.kernels.harness import kernel_command
 
     main.add_command(kernel_command, "kernel")
 

@@ -24,7 +24,7 @@ import torch
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.types import InteractionData, Pairs
 from bench.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
-from bench.model import RankingModel
+from bench.nn.model import RankingModel
 
 PROTOCOLS = ("full", "sampled")
 SPLITS = ("val", "test")
@@ -115,10 +115,10 @@ def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _check_model_device(model: RankingModel, device: torch.device) -> None:
-    param = next(model.parameters(), None)
-    if param is None:
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    if tensor is None:
         return
-    here = param.device
+    here = tensor.device
     if here.type != device.type or (device.index is not None and here.index != device.index):
         raise ValueError(f"evaluate: the model is on {here} but device={str(device)!r}; move the model "
                          f"or pass device={str(here)!r}")
@@ -131,7 +131,7 @@ def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int
     `forward` (sampled); a CIN's outer products need far more than the F * D of the embeddings, which is
     assumed otherwise.
     """
-    dim = getattr(getattr(model, "embedding", None), "fm_dim", 16)
+    dim = getattr(getattr(model, "embedding", None), "embed_dim", 16)
     declared = getattr(model, "floats_per_pair" if full else "floats_per_row", None)
     if not callable(declared):  # a model declaring only floats_per_pair: the bound for rows too
         declared = getattr(model, "floats_per_pair", None)

@@ -16,13 +16,14 @@ import torch
 
 import bench
 import registry
+from bench.data.features import FeatureSpec
 from bench.data.pipeline import prepare
 from bench.data.types import InteractionData
 from bench.device import resolve_device, seed_everything
 from bench.evaluator import evaluate
-from bench.features import FeatureSpec
 from bench.interrupts import interrupt_reason
-from bench.layers import check_number
+from bench.nn.layers import check_number
+from bench.nn.model import create_model
 from bench.store import ResultStore
 from bench.trainer import TRAIN_KEYS, TrainConfig, train
 
@@ -132,14 +133,15 @@ def check_config(config: "RunConfig") -> None:
         model_kw, train_kw = split_params(dict(config.model_params.get(name, {})))
         model_kw.pop("registry_model", None)
         replace(config.train, **train_kw)  # TrainConfig checks itself
-        cls = registry.get("model", model_plugin(config, name))
+        plugin = model_plugin(config, name)
+        registry.get("model", plugin)
         fm_dim = model_kw.pop("fm_dim", config.fm_dim)
         try:
-            cls(spec=PROBE_SPEC, fm_dim=config.fm_dim)
+            _build(plugin, PROBE_SPEC, config.fm_dim, {})
         except Exception:  # noqa: BLE001 - this model needs the real data to be built; checked there
             continue
         try:
-            cls(spec=PROBE_SPEC, fm_dim=fm_dim, **model_kw)
+            _build(plugin, PROBE_SPEC, fm_dim, model_kw)
         except OPTION_ERRORS as exc:
             raise ValueError(f"model {name}: {exc}") from None
 
@@ -150,8 +152,7 @@ def check_models_on_data(config: "RunConfig", data: InteractionData) -> None:
         model_kw = split_params(dict(config.model_params.get(name, {})))[0]
         model_kw.pop("registry_model", None)
         try:
-            registry.create("model", model_plugin(config, name), spec=data.spec,
-                            fm_dim=model_kw.pop("fm_dim", config.fm_dim), **model_kw)
+            _build(model_plugin(config, name), data.spec, config.fm_dim, model_kw)
         except OPTION_ERRORS as exc:
             raise ValueError(f"model {name}: {exc}") from None
 
@@ -163,9 +164,15 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return model_kw, train_kw
 
 
+def _build(name: str, spec: FeatureSpec, embed_dim: int, params: dict[str, Any]) -> torch.nn.Module:
+    params = dict(params)
+    return create_model(name, spec, params.pop("fm_dim", params.pop("embed_dim", embed_dim)), **params)
+
+
 def build_model(name: str, data: InteractionData, fm_dim: int, params: dict[str, Any]) -> torch.nn.Module:
-    model = registry.create("model", name, spec=data.spec, fm_dim=params.pop("fm_dim", fm_dim), **params)
-    model.prepare(data)
+    model = _build(name, data.spec, fm_dim, params)
+    if not model.trainable:
+        model.fit(data)
     return model
 
 
@@ -280,7 +287,8 @@ def run_benchmark(config: RunConfig, store: ResultStore, data: InteractionData |
                     f"{row[metric]:.4f}, {seconds:.1f} s")
 
             try:
-                outcome.finished.append(run_one(data, name, seed, config, store, on_epoch=line if epoch_lines else None))
+                on_epoch = line if epoch_lines else None
+                outcome.finished.append(run_one(data, name, seed, config, store, on_epoch=on_epoch))
                 log(f"{name} seed {seed}: done")
             except KeyboardInterrupt:
                 raise

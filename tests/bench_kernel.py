@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from bench import fm_kernels
 from bench.kernel import check_against_naive
+
+from bench.kernels import fm as fm_kernels
 
 BATCH, FIELDS, DIM = 16384, 24, 16
 
 KERNELS = {
     "sumsq": lambda: fm_kernels.sumsq,
     "fused": lambda: fm_kernels.fused,
-    "fm_interaction": lambda: fm_kernels.fm_interaction,
     "compiled": fm_kernels.compile_sumsq,
 }
 

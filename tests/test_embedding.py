@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.embedding import Embedded, FeatureEmbedding
-from bench.features import FeatureSpec, FieldSpec
-from bench.fm_kernels import sumsq
+from bench.data.features import FeatureSpec, FieldSpec
+from bench.kernels.fm import sumsq
+from bench.nn.embedding import Embedded, FeatureEmbedding
 
 
 def make_spec(dims=None):
@@ -31,7 +31,7 @@ def random_rows(spec, side, n, generator):
 @pytest.mark.parametrize("dims", [None, {"user_id": 24, "age": 4, "genres": 8}])
 def test_three_views_have_contract_shapes(dims):
     spec = make_spec(dims)
-    emb = FeatureEmbedding(spec, fm_dim=16)
+    emb = FeatureEmbedding(spec, embed_dim=16)
     g = torch.Generator().manual_seed(0)
     u, i = random_rows(spec, "user", 7, g), random_rows(spec, "item", 7, g)
     out = emb(u, i)
@@ -44,7 +44,7 @@ def test_three_views_have_contract_shapes(dims):
 
 def test_field_order_is_spec_order_even_with_mixed_dims():
     spec = make_spec({"age": 4})  # age sits in a different table than user_id and gender
-    emb = FeatureEmbedding(spec, fm_dim=16)
+    emb = FeatureEmbedding(spec, embed_dim=16)
     u = torch.tensor([[3, 0, 0]])
     i = torch.zeros(1, 4, dtype=torch.long)
     fields = emb(u, i).field_embeddings[0]
@@ -56,7 +56,7 @@ def test_field_order_is_spec_order_even_with_mixed_dims():
 
 def test_index_zero_contributes_exactly_zero_everywhere():
     spec = make_spec({"age": 4, "genres": 8})  # projections in play too
-    emb = FeatureEmbedding(spec, fm_dim=16)
+    emb = FeatureEmbedding(spec, embed_dim=16)
     g = torch.Generator().manual_seed(3)
     opt = torch.optim.Adam(emb.parameters(), lr=0.1, weight_decay=1e-2)
     for _ in range(5):  # train with index 0 present in the batches, weight decay on
@@ -79,7 +79,7 @@ def test_index_zero_contributes_exactly_zero_everywhere():
 
 def test_padding_in_a_multi_valued_field_is_excluded_from_the_mean():
     spec = make_spec()
-    emb = FeatureEmbedding(spec, fm_dim=16)
+    emb = FeatureEmbedding(spec, embed_dim=16)
     table = emb.item.bags[0].vectors.weight
     one = emb.embed("item", torch.tensor([[1, 2, 0, 0]])).field_embeddings[0, 1]  # genres [2]
     two = emb.embed("item", torch.tensor([[1, 2, 3, 0]])).field_embeddings[0, 1]  # genres [2, 3]
@@ -89,7 +89,7 @@ def test_padding_in_a_multi_valued_field_is_excluded_from_the_mean():
 
 def test_gradients_reach_no_padding_row():
     spec = make_spec()
-    emb = FeatureEmbedding(spec, fm_dim=16)
+    emb = FeatureEmbedding(spec, embed_dim=16)
     g = torch.Generator().manual_seed(1)
     out = emb(random_rows(spec, "user", 16, g), random_rows(spec, "item", 16, g))
     (out.field_embeddings.sum() + out.first_order.sum() + out.flat_embeddings.sum()).backward()
@@ -99,10 +99,10 @@ def test_gradients_reach_no_padding_row():
 
 def test_cross_equals_pairwise_concat():
     spec = make_spec({"age": 4})
-    emb = FeatureEmbedding(spec, fm_dim=8)
+    emb = FeatureEmbedding(spec, embed_dim=8)
     g = torch.Generator().manual_seed(2)
     u, i = random_rows(spec, "user", 3, g), random_rows(spec, "item", 4, g)
-    crossed = Embedded.cross(emb.embed("user", u), emb.embed("item", i))
+    crossed = Embedded.pairs(emb.embed("user", u), emb.embed("item", i)).materialize()
     for a in range(3):
         for b in range(4):
             pair = emb(u[a:a + 1], i[b:b + 1])

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from bench.data.eval_negatives import sample_eval_negatives
+from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
 from bench.evaluator import EvalResult, evaluate
-from bench.features import FeatureSpec
 from bench.metrics import metric_names
-from bench.model import RankingModel
+from bench.nn.model import RankingModel
 
 N_USERS, N_ITEMS = 4, 25  # rows 1..3 are users, rows 1..24 the item pool; row 0 is padding
 TRAIN = {1: [1, 2, 3], 2: [6, 7], 3: [10, 11, 12]}
@@ -46,8 +46,8 @@ class TableModel(RankingModel):
     """Score of (user row, item row) read from a fixed table; records what it was asked."""
 
     def __init__(self, spec: FeatureSpec, table: torch.Tensor):
-        super().__init__(spec, fm_dim=4)
-        self.table = table
+        super().__init__(spec)
+        self.register_buffer("table", table)
         self.calls: list[dict] = []
 
     def _record(self, user_x: torch.Tensor, item_x: torch.Tensor) -> None:

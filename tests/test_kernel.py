@@ -11,8 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import fm_kernels, kernel
-from bench.kernel import (
+from bench.kernels import fm as fm_kernels
+from bench.kernels import harness as kernel
+from bench.kernels.harness import (
     ImplementationMismatch,
     KernelConfig,
     check_against_naive,
@@ -23,8 +24,7 @@ from bench.store import ResultStore
 
 SHAPES = [(6, 1, 4), (7, 2, 3), (5, 4, 1), (33, 24, 16), (64, 7, 9)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
-EAGER = {"naive": fm_kernels.naive, "sumsq": fm_kernels.sumsq, "fused": fm_kernels.fused,
-         "fm_interaction": fm_kernels.fm_interaction}
+EAGER = {"naive": fm_kernels.naive, "sumsq": fm_kernels.sumsq, "fused": fm_kernels.fused}
 JSON_KEYS = {"impl", "device", "dtype", "pass", "batch", "fields", "dim", "samples_per_s", "gb_per_s",
              "pct_of_bandwidth"}
 TINY = ["--batch", "16,40", "--fields", "5", "--dim", "3", "--repeat", "3", "--warmup", "1",
@@ -97,16 +97,16 @@ def test_fused_takes_non_contiguous_and_empty_inputs():
     assert empty.grad.shape == (0, 4, 3)
 
 
-def test_fm_interaction_rejects_bad_input_with_a_clear_error():
+def test_fused_rejects_bad_input_with_a_clear_error():
     with pytest.raises(ValueError, match=r"\(batch, fields, dim\).*\(4, 5\)"):
-        fm_kernels.fm_interaction(torch.randn(4, 5))
+        fm_kernels.fused(torch.randn(4, 5))
     with pytest.raises(TypeError, match="floating-point.*int64"):
-        fm_kernels.fm_interaction(torch.ones(2, 3, 4, dtype=torch.long))
+        fm_kernels.fused(torch.ones(2, 3, 4, dtype=torch.long))
 
 
-def test_fm_interaction_uses_fused_on_cpu():
+def test_fused_is_one_autograd_function():
     v = torch.randn(4, 3, 2, requires_grad=True)
-    assert "FusedFM" in fm_kernels.fm_interaction(v).grad_fn.name()
+    assert "FusedFM" in fm_kernels.fused(v).grad_fn.name()
 
 
 def test_triton_kernel_reports_why_it_cannot_run_here():
@@ -245,7 +245,7 @@ def test_time_call_warms_up_then_times_each_repetition():
 
 
 def test_naive_is_timed_only_when_named_but_always_checks_the_others():
-    from bench.kernel import DEFAULT_IMPLS, IMPLEMENTATIONS
+    from bench.kernels.harness import DEFAULT_IMPLS, IMPLEMENTATIONS
 
     option = next(p for p in kernel_command.params if p.name == "impls")
     assert "naive" not in DEFAULT_IMPLS and set(DEFAULT_IMPLS) == set(IMPLEMENTATIONS) - {"naive"}

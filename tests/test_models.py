@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import registry
-from bench import fm_kernels
+from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
-from bench.embedding import Embedded
-from bench.features import FeatureSpec
+from bench.kernels import fm as fm_kernels
+from bench.nn.embedding import Embedded
+from bench.nn.model import create_model
 from plugins.models.mostpop import MostPop
 
 N_USERS, N_ITEMS = 13, 11  # rows, row 0 being padding
@@ -62,8 +63,8 @@ def make_data(train_items: list[int] | None = None) -> InteractionData:
 def build(name: str, **kw):
     torch.manual_seed(0)
     data = make_data()
-    model = registry.create("model", name, spec=data.spec, fm_dim=8, **{**SMALL[name], **kw})
-    model.prepare(data)
+    model = create_model(name, data.spec, 8, **{**SMALL[name], **kw})
+    model.fit(data)
     return model
 
 
@@ -131,25 +132,25 @@ def test_models_learn_a_hidden_rule(name):
 
 def test_composed_fm_cin_out_dims_add_up_and_both_layers_learn():
     model = build("composed", interactions="fm,cin", **{"cin.layers": "8,6"})
-    assert list(model.interactions) == ["fm", "cin"]
-    dims = {name: layer.out_dim for name, layer in model.interactions.items()}
+    assert list(model.terms) == ["fm", "cin"]
+    dims = {name: term.layer.out_dim for name, term in model.terms.items()}
     assert dims == {"fm": 1, "cin": 4 + 6}
-    assert model.projections["cin"].in_features == 10
-    assert isinstance(model.projections["fm"], torch.nn.Identity)
+    assert model.terms["cin"].readout.in_features == 10
+    assert model.terms["fm"].readout is None
     u, i = all_pairs(*feature_matrices())
     model(u, i).sum().backward()
-    assert all(conv.weight.grad.abs().sum() > 0 for conv in model.interactions["cin"].convs)
-    # the list form and interaction_options say the same thing
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in model.terms["cin"].layer.convs)
+    # the list form and the string form say the same thing
     torch.manual_seed(0)
-    same = registry.create("model", "composed", spec=make_spec(), fm_dim=8, interactions=["fm", "cin"],
-                           mlp=(16,), interaction_options={"cin": {"layers": (8, 6)}})
+    same = registry.create("model", "composed", spec=make_spec(), embed_dim=8, interactions=["fm", "cin"],
+                           mlp=(16,), **{"cin.layers": (8, 6)})
     assert {k: v.shape for k, v in same.state_dict().items()} == {
         k: v.shape for k, v in model.state_dict().items()}
 
 
 def test_composed_logit_is_bias_plus_first_order_plus_layers_plus_mlp():
     torch.manual_seed(0)
-    model = registry.create("model", "composed", spec=make_spec(), fm_dim=8, interactions="fm,cin", mlp=(16,))
+    model = registry.create("model", "composed", spec=make_spec(), embed_dim=8, interactions="fm,cin", mlp=(16,))
     with torch.no_grad():
         model.bias.fill_(0.25)
     model.eval()
@@ -157,10 +158,10 @@ def test_composed_logit_is_bias_plus_first_order_plus_layers_plus_mlp():
     e = Embedded(torch.randn(6, 1, generator=g), torch.randn(6, 5, 8, generator=g),
                  torch.randn(6, model.embedding.total_dim, generator=g))
     fields = e.field_embeddings
-    expected = (0.25 + e.first_order[:, 0] + fm_kernels.fm_interaction(fields)[:, 0]
-                + model.projections["cin"](model.interactions["cin"](fields))[:, 0]
+    expected = (0.25 + e.first_order[:, 0] + fm_kernels.fused(fields)[:, 0]
+                + model.terms["cin"].readout(model.terms["cin"].layer(fields))[:, 0]
                 + model.mlp(e.flat_embeddings)[:, 0])
-    assert torch.allclose(model.head(e), expected)
+    assert torch.allclose(model.head(e).reshape(-1), expected)
     assert registry.create("model", "composed", spec=make_spec(), mlp=()).mlp is None
 
 
@@ -172,8 +173,10 @@ def test_unknown_interaction_lists_the_known_ones():
 
 def test_bad_options_name_what_was_expected():
     with pytest.raises(ValueError, match=r"'cin', which is not among this model's interactions \(fm\)"):
+        registry.create("model", "composed", spec=make_spec(), **{"cin.layers": "8"})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'cin.layers'"):
         registry.create("model", "deepfm", spec=make_spec(), **{"cin.layers": "8"})
-    with pytest.raises(TypeError, match="DeepFM: unknown option 'widths'"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'widths'"):
         registry.create("model", "deepfm", spec=make_spec(), widths=3)
     with pytest.raises(TypeError, match="interaction 'cin' rejected options"):
         registry.create("model", "xdeepfm", spec=make_spec(), **{"cin.depth": 3})
@@ -190,13 +193,14 @@ def test_defaults_follow_the_reference_notebook_and_the_papers():
     deepfm = registry.create("model", "deepfm", spec=spec)
     widths = [m.out_features for m in deepfm.mlp.net if isinstance(m, torch.nn.Linear)]
     drops = [m.p for m in deepfm.mlp.net if isinstance(m, torch.nn.Dropout)]
-    assert deepfm.embedding.fm_dim == 16 and widths == [128, 64, 32, 1] and drops == [0.2] * 3
-    assert list(registry.create("model", "fm", spec=spec).interactions) == ["fm"]
-    assert registry.create("model", "fm", spec=spec).mlp is None
-    assert list(registry.create("model", "xdeepfm", spec=spec).interactions) == ["cin"]  # no FM term
-    assert registry.create("model", "xdeepfm", spec=spec).interactions["cin"].out_dim == 32 + 64  # (64, 64), split
+    assert deepfm.embedding.embed_dim == 16 and widths == [128, 64, 32, 1] and drops == [0.2] * 3
+    fm = registry.create("model", "fm", spec=spec)
+    assert isinstance(fm.fm.layer, registry.get("interaction", "fm")) and not hasattr(fm, "mlp")
+    xdeepfm = registry.create("model", "xdeepfm", spec=spec)
+    assert not hasattr(xdeepfm, "fm")  # no FM term
+    assert xdeepfm.cin.layer.out_dim == 32 + 64  # (64, 64), split
     assert registry.get("model", "autoint") is registry.get("model", "attention-deepfm")
-    assert registry.create("model", "autoint", spec=spec).interactions["attention"].out_dim == 5 * 16
+    assert registry.create("model", "autoint", spec=spec).attention.layer.out_dim == 5 * 16
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -207,7 +211,7 @@ def test_sampled_search_spaces_build_models(name):
     for _ in range(3):
         params = registry.search_space("model", name, study.ask())
         model = registry.create("model", name, spec=make_spec(), **params)
-        model.prepare(make_data())
+        model.fit(make_data())
         assert torch.isfinite(model(u, i)).all()
 
 
@@ -223,8 +227,8 @@ def test_neumf_reads_only_the_id_fields():
         moved = i.clone()
         moved[:, 0] = (moved[:, 0] % (N_ITEMS - 1)) + 1  # a different item id
         assert not torch.allclose(model(u, i), model(u, moved))
-    assert [f.name for f in model.embedding.spec] == ["user_id", "item_id"]
-    assert [f.name for f in model.mlp_embedding.spec] == ["user_id", "item_id"]
+    assert [f.name for f in model.gmf.spec] == ["user_id", "item_id"]
+    assert [f.name for f in model.towers.spec] == ["user_id", "item_id"]
 
 
 def test_neumf_joins_a_gmf_product_and_an_mlp_tower():
@@ -232,17 +236,17 @@ def test_neumf_joins_a_gmf_product_and_an_mlp_tower():
     u, i = all_pairs(*feature_matrices())
     fit(model, u, i, hidden_rule(u, i), steps=5)
     with torch.no_grad():
-        gmf = model.embedding(u, i).field_embeddings  # (B, 2, fm_dim): user, item
-        tower = model.mlp(model.mlp_embedding(u, i).flat_embeddings)
+        gmf = model.gmf(u, i).field_embeddings  # (B, 2, embed_dim): user, item
+        tower = model.mlp(model.towers(u, i).flat_embeddings)
         expected = model.predict(torch.cat([gmf[:, 0] * gmf[:, 1], tower], dim=1))[:, 0]
         assert torch.allclose(model(u, i), expected)
-    assert gmf.shape[2] == 8 and model.mlp_embedding.total_dim == 2 * 8  # fm_dim and mlp_dim, not the data's
+    assert gmf.shape[2] == 8 and model.towers.total_dim == 2 * 8  # embed_dim and mlp_dim, not the data's
 
 
 def test_mostpop_ranks_items_by_training_counts():
     data = make_data(train_items=[3] * 5 + [1] * 3 + [7] * 2 + [2])
     model = MostPop(data.spec)
-    model.prepare(data)
+    model.fit(data)
     scores = model.score_all(data.user_features[1:4], data.item_features)
     expected = torch.log1p(torch.bincount(torch.tensor(data.train.items), minlength=N_ITEMS).float())
     assert torch.equal(scores, expected.expand(3, -1))
@@ -253,9 +257,9 @@ def test_mostpop_ranks_items_by_training_counts():
 def test_mostpop_trains_nothing_but_moves_and_saves_like_a_module():
     data = make_data(train_items=[4, 4, 5])
     model = MostPop(data.spec)
-    with pytest.raises(RuntimeError, match="prepare"):
+    with pytest.raises(RuntimeError, match="fit"):
         model(data.user_features, data.item_features)
-    model.prepare(data)
+    model.fit(data)
     assert model.trainable is False and not any(p.requires_grad for p in model.parameters())
     fresh = MostPop(data.spec)
     fresh.load_state_dict(model.state_dict())  # an unprepared model takes the saved counts
@@ -283,9 +287,9 @@ def test_full_ranking_chunks_respect_a_wide_layers_footprint():
     data = make_data()
     narrow = build("deepfm")
     # relu: the outer-product path (an identity CIN over few fields is a cheaper polynomial)
-    wide = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8,
+    wide = registry.create("model", "xdeepfm", spec=data.spec, embed_dim=8,
                            **{"cin.layers": "128,128", "cin.activation": "relu"})
-    assert not wide.interactions["cin"].polynomial
+    assert not wide.cin.layer.polynomial
     assert wide.floats_per_pair() >= 64 * len(data.spec) * 8  # split_half: 64 maps x F fields x D
     n_items = 100
     assert _chunk_users(wide, data, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS
@@ -297,9 +301,9 @@ def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows()
     from bench.evaluator import _chunk_users
 
     data = make_data()
-    model = registry.create("model", "xdeepfm", spec=data.spec, fm_dim=8)
-    assert model.interactions["cin"].polynomial
-    assert model.floats_per_pair() < model.floats_per_row() == model.interactions["cin"].floats_per_row()
+    model = registry.create("model", "xdeepfm", spec=data.spec, embed_dim=8)
+    assert model.cin.layer.polynomial
+    assert model.floats_per_pair() < model.floats_per_row() == model.cin.layer.floats_per_row()
     assert _chunk_users(model, data, 100, full=True) > _chunk_users(model, data, 100, full=False)
 
 
@@ -311,14 +315,12 @@ def test_composed_models_rank_all_pairs_through_a_layers_forward_pairs():
         layer = CIN(num_fields, dim, activation="relu", **options)
         return _WithoutPairScores(layer)
 
-    registry.register("interaction", "test-pairs-only")(factory)
-    try:
-        model = registry.create("model", "composed", spec=make_data().spec, fm_dim=8, interactions="test-pairs-only")
+    with registry.isolated():
+        registry.register("interaction", "test-pairs-only")(factory)
+        model = registry.create("model", "composed", spec=make_data().spec, embed_dim=8, interactions="test-pairs-only")
         full, pairs = full_and_pairwise(model)
-        assert model.interactions["test-pairs-only"].pair_calls > 0
+        assert model.terms["test-pairs-only"].layer.pair_calls > 0
         assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
-    finally:
-        registry._registered["interaction"].pop("test-pairs-only")
 
 
 class _WithoutPairScores(torch.nn.Module):
@@ -327,6 +329,7 @@ class _WithoutPairScores(torch.nn.Module):
     def __init__(self, layer):
         super().__init__()
         self.layer, self.out_dim, self.pair_calls = layer, layer.out_dim, 0
+        self.num_fields, self.dim = layer.num_fields, layer.dim
 
     def forward(self, field_embeddings):
         return self.layer(field_embeddings)

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import registry
 
@@ -51,47 +52,70 @@ def test_unknown_kind_lists_kinds():
 
 
 def test_register_decorator_and_pattern_listing():
-    @registry.register("sampler", "test-only-sampler", aliases=("test-only-alias",))
     class Toy:
         """A toy sampler."""
 
-    try:
+        def fit(self, data):
+            return self
+
+        def sample(self, epoch):
+            return None
+
+    with registry.isolated():
+        registry.register("sampler", "test-only-sampler", aliases=("test-only-alias",))(Toy)
         assert registry.get("sampler", "test-only-sampler") is Toy
         assert registry.get("sampler", "test-only-alias") is Toy
         assert registry.available("sampler", "test-only-*") == ["test-only-alias", "test-only-sampler"]
         assert registry.create("sampler", "test-only-sampler").__class__ is Toy
-    finally:
-        registry._registered["sampler"].pop("test-only-sampler")
-        registry._registered["sampler"].pop("test-only-alias")
+        registry.unregister("sampler", "test-only-alias")
+        assert registry.available("sampler", "test-only-*") == ["test-only-sampler"]
+    assert registry.available("sampler", "test-only-*") == []  # gone with the block
+
+
+def test_a_plugin_that_breaks_its_kinds_contract_says_what_it_lacks():
+    class NoSample:
+        def fit(self, data):
+            return self
+
+    class Narrow(torch.nn.Module):
+        def __init__(self, num_fields, dim):
+            super().__init__()
+            self.num_fields, self.dim = num_fields, dim  # but no out_dim
+
+    with registry.isolated():
+        registry.register("sampler", "test-no-sample")(NoSample)
+        registry.register("interaction", "test-narrow")(Narrow)
+        with pytest.raises(registry.PluginContractError, match=r"sampler 'test-no-sample' .* needs a sample\(epoch\)"):
+            registry.create("sampler", "test-no-sample")
+        with pytest.raises(registry.PluginContractError, match="an int attribute out_dim >= 1"):
+            registry.create("interaction", "test-narrow", num_fields=3, dim=4)
+    with pytest.raises(registry.UnknownPluginError, match="no sampler 'test-no-sample' was registered"):
+        registry.unregister("sampler", "test-no-sample")
 
 
 def test_two_claims_on_one_name_is_an_error_naming_both():
-    @registry.register("encoder", "test-dupe")
     class First:
         pass
 
-    try:
+    with registry.isolated():
+        registry.register("encoder", "test-dupe")(First)
         with pytest.raises(registry.DuplicatePluginError) as err:
             @registry.register("encoder", "test-dupe")
             class Second:
                 pass
         assert "First" in str(err.value) and "Second" in str(err.value)
-    finally:
-        registry._registered["encoder"].pop("test-dupe")
 
 
 def test_register_in_code_clashing_with_an_entry_point_is_reported():
-    @registry.register("model", "neumf")
     class ImpostorNeuMF:
         pass
 
-    try:
+    with registry.isolated():
+        registry.register("model", "neumf")(ImpostorNeuMF)
         with pytest.raises(registry.DuplicatePluginError) as err:
             registry.get("model", "neumf")
         assert "deepfm-bench" in str(err.value) and "test_registry" in str(err.value)
         assert registry.get("model", "deepfm")  # the others keep working
-    finally:
-        registry._registered["model"].pop("neumf")
 
 
 THIRD_PARTY = {
@@ -189,12 +213,10 @@ def test_a_subclassed_plugin_reports_its_own_registry_name():
     class HardPop(PopularitySampler):
         """Popularity negatives, registered under a name of their own."""
 
-    registry.register("sampler", "test-hard-pop")(HardPop)
-    try:
+    with registry.isolated():
+        registry.register("sampler", "test-hard-pop")(HardPop)
         with pytest.raises(TypeError, match="test-hard-pop sampler: unknown options"):
             registry.create("sampler", "test-hard-pop", beta=2)
         made = registry.create("sampler", "test-hard-pop", alpha=0.5)
         assert made.name == "test-hard-pop" and isinstance(made, HardPop)
         assert registry.create("sampler", "popularity").name == "popularity"
-    finally:
-        registry._registered["sampler"].pop("test-hard-pop")

@@ -86,7 +86,7 @@ def test_a_missing_baseline_is_one_line_not_a_missing_table(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--set", "deepfm.dropout=abc"], "model deepfm: dropout: expected a number in [0, 1), got 'abc'"),
     (["--set", "deepfm.dropout=2"], "model deepfm: dropout: expected a number in [0, 1), got 2"),
-    (["--set", "deepfm.fm_dim=0"], "model deepfm: fm_dim: expected an integer >= 1, got 0"),
+    (["--set", "deepfm.embed_dim=0"], "model deepfm: embed_dim: expected an integer >= 1, got 0"),
     (["--set", "deepfm.mlp=[64,0]"], "model deepfm: mlp: expected positive widths"),
     (["--set", "deepfm.dropot=0.1"], "model deepfm: "),
     (["--set", "neumf.mlp_dim=abc"], "model neumf: mlp_dim: expected an integer >= 1, got 'abc'"),

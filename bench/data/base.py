@@ -69,3 +69,18 @@ class NegativeSampler(ABC):
     @abstractmethod
     def sample(self, epoch: int) -> TrainSamples:
         """That epoch's positives and freshly drawn negatives."""
+
+
+def check_sampler(sampler: Any) -> list[str]:
+    """What `sampler` lacks of the sampler contract (empty when it meets it)."""
+    missing = []
+    if not callable(getattr(sampler, "fit", None)):
+        missing.append("a fit(data) method")
+    if not callable(getattr(sampler, "sample", None)):
+        missing.append("a sample(epoch) method returning TrainSamples")
+    return missing
+
+
+def check_dataset(dataset: Any) -> list[str]:
+    """What `dataset` lacks of the dataset contract (empty when it meets it)."""
+    return [] if callable(getattr(dataset, "load", None)) else ["a load() method returning DatasetFrames"]

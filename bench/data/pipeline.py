@@ -18,8 +18,8 @@ import torch
 import registry
 from bench.data.split import TEST, TRAIN, VAL, temporal_split
 from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs
-from bench.encoding import Encoder
-from bench.features import SIDES, FeatureSpec
+from bench.data.encoding import Encoder
+from bench.data.features import SIDES, FeatureSpec
 
 ID_COLUMNS = {"user": "user_id", "item": "item_id"}
 

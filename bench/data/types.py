@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.features import FeatureSpec
+from bench.data.features import FeatureSpec
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.encoding import Encoder
+from bench.data.encoding import Encoder
 
 
 class BucketEncoder(Encoder):

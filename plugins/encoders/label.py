@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.encoding import VocabularyEncoder
+from bench.data.encoding import VocabularyEncoder
 
 
 class LabelEncoder(VocabularyEncoder):

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.nn.interaction import Interaction
 
-class SelfAttention(nn.Module):
+
+class SelfAttention(Interaction):
     """Stacked multi-head self-attention over fields, flattened: (B, F, D) -> (B, F * att_dim).
 
     `att_dim` is one field's output width of a layer with all heads together (each head gets
@@ -17,11 +19,10 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, num_fields: int, dim: int, layers: int = 2, heads: int = 2, att_dim: int = 16):
-        super().__init__()
+        super().__init__(num_fields, dim)
         if layers < 1 or heads < 1 or att_dim < 1 or att_dim % heads:
             raise ValueError(f"attention: need layers >= 1, heads >= 1 and att_dim a multiple of heads, "
                              f"got layers={layers}, heads={heads}, att_dim={att_dim}")
-        self.num_fields, self.dim = num_fields, dim
         self.blocks = nn.Sequential(*(InteractingLayer(dim if k == 0 else att_dim, att_dim, heads)
                                       for k in range(layers)))
         self.out_dim = num_fields * att_dim

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import monomials
-from bench.layers import parse_widths
+from bench.nn import monomials
+from bench.nn.interaction import Interaction
+from bench.nn.layers import parse_widths
 
 ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU}
 
@@ -19,7 +20,7 @@ def layer_sizes(layers: Sequence[int] | int | str) -> tuple[int, ...]:
     return parse_widths(layers, "cin: layers")
 
 
-class CIN(nn.Module):
+class CIN(Interaction):
     """Compressed Interaction Network: (B, F, D) -> (B, out_dim), out_dim = maps sent to the output.
 
     Layer k builds each of its maps as a weighted sum, over every (map h of layer k-1, field m), of the
@@ -45,13 +46,13 @@ class CIN(nn.Module):
 
     def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
                  split_half: bool = True, activation: str = "identity"):
-        super().__init__()
+        super().__init__(num_fields, dim)
         sizes = layer_sizes(layers)
         if split_half and any(size % 2 for size in sizes[:-1]):
             raise ValueError(f"cin: with split_half every layer but the last needs an even size, got {sizes}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"cin: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.num_fields, self.dim, self.sizes = num_fields, dim, sizes
+        self.sizes = sizes
         self.convs = nn.ModuleList()
         self.splits: list[bool] = []
         self.out_sizes: list[int] = []  # maps each layer sends to the output

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import torch
+from torch import nn
 
-from bench.features import FeatureSpec
-from plugins.models.composed import ComposedModel, fm_dim_space
+from bench.data.features import FeatureSpec
+from bench.nn.composed import interaction_term
+from bench.nn.embedding import Embedded
+from bench.nn.model import EmbeddingModel
 
 
-class FM(ComposedModel):
-    """Factorization Machine: bias + first order + pairwise field interactions, no MLP."""
+class FM(EmbeddingModel):
+    """Factorization Machine: y = w0 + sum_f w_f + sum_{i<j} <v_i, v_j>; no MLP."""
 
-    def __init__(self, spec: FeatureSpec, fm_dim: int = 16, **options: Any):
-        super().__init__(spec, fm_dim, interactions=("fm",), mlp=(), **options)
+    pair_scoring = True
 
-    @staticmethod
-    def search_space(trial: Any) -> dict[str, Any]:
-        return {"fm_dim": fm_dim_space(trial)}
+    def __init__(self, spec: FeatureSpec, embed_dim: int = 16):
+        super().__init__(spec, embed_dim)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.fm = interaction_term("fm", spec, embed_dim)
+
+    def head(self, e: Embedded) -> torch.Tensor:
+        return self.bias + e.first_order + self.fm(e.field_embeddings)

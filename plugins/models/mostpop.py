@@ -6,24 +6,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from bench.features import FeatureSpec
-from bench.model import RankingModel
+from bench.data.features import FeatureSpec
+from bench.nn.model import FittedModel
 
 
-class MostPop(RankingModel):
-    """Scores an item by log(1 + its training count), the same for every user; nothing to train."""
+class MostPop(FittedModel):
+    """Scores an item by log(1 + its training count), the same for every user; fitted by counting."""
 
-    trainable = False
-
-    def __init__(self, spec: FeatureSpec, fm_dim: int = 16):
-        nn.Module.__init__(self)  # no embeddings to learn, so none of RankingModel's FeatureEmbedding
-        self.spec = spec
+    def __init__(self, spec: FeatureSpec):
+        super().__init__(spec)
         self.item_column = spec.id_field("item").column
         self.register_buffer("popularity", torch.zeros(0))
 
-    def prepare(self, data: Any) -> None:
+    def fit(self, data: Any) -> None:
         counts = torch.from_numpy(np.log1p(data.item_counts()))
         self.popularity = counts.to(self.popularity)  # the buffer's device and dtype
 
@@ -36,11 +32,11 @@ class MostPop(RankingModel):
 
     def _item_scores(self, item_x: torch.Tensor) -> torch.Tensor:
         if self.popularity.numel() == 0:
-            raise RuntimeError("MostPop: call prepare(data) with the training data before scoring")
+            raise RuntimeError("MostPop: call fit(data) with the training data before scoring")
         return self.popularity[item_x[:, self.item_column]]  # an item row's id field holds the row index
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "popularity")
-        if saved is not None:  # an unprepared model takes the saved counts' size
+        if saved is not None:  # an unfitted model takes the saved counts' size
             self.popularity = self.popularity.new_empty(saved.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

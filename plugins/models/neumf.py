@@ -8,47 +8,51 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.embedding import Embedded, FeatureEmbedding
-from bench.features import FeatureSpec
-from bench.layers import MLP, check_number
-from bench.model import RankingModel
-from plugins.models.composed import fm_dim_space, mlp_sizes
+from bench.data.features import FeatureSpec
+from bench.nn.embedding import FeatureEmbedding
+from bench.nn.layers import MLP, check_number, parse_widths
+from bench.nn.model import RankingModel
+from bench.nn.pairs import Pairs
 
 
 class NeuMF(RankingModel):
-    """GMF tower (u * i, `fm_dim` factors) + MLP tower (MLP[u; i] on separate `mlp_dim` vectors) -> Linear.
+    """NeuMF: y = h^T [p_u * q_i ; MLP(p'_u || q'_i)]: a GMF tower (`embed_dim` factors) and an MLP tower on
+    separate `mlp_dim` vectors of the user and item ids, as in the paper."""
 
-    Only the two id fields are read; the towers have their own embeddings, as in the paper, so
-    `self.embedding` (GMF) is not the whole story and forward/score_all are overridden.
-    """
-
-    def __init__(self, spec: FeatureSpec, fm_dim: int = 16, mlp_dim: int = 32,
+    def __init__(self, spec: FeatureSpec, embed_dim: int = 16, mlp_dim: int = 32,
                  mlp: Sequence[int] | str = (64, 32, 16), dropout: float = 0.0):
+        super().__init__(spec)
         mlp_dim = int(check_number("mlp_dim", mlp_dim, low=1, integer=True))
         names = [spec.id_field("user").name, spec.id_field("item").name]
         ids = spec.select(names).with_dims({n: None for n in names})  # the towers' dims, not the data's
-        super().__init__(ids, fm_dim)  # self.embedding: the GMF tower's vectors
-        self.spec = spec
-        self.mlp_embedding = FeatureEmbedding(ids, mlp_dim)
-        self.mlp = MLP(2 * mlp_dim, mlp_sizes(mlp), dropout, out_dim=None)
-        self.predict = nn.Linear(fm_dim + self.mlp.out_dim, 1)
+        self.gmf = FeatureEmbedding(ids, embed_dim)
+        self.towers = FeatureEmbedding(ids, mlp_dim)
+        self.mlp = MLP(2 * mlp_dim, parse_widths(mlp, "mlp"), dropout, out_dim=None)
+        self.predict = nn.Linear(embed_dim + self.mlp.out_dim, 1)
 
     def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        return self._logits(self.embedding(user_x, item_x), self.mlp_embedding(user_x, item_x))
+        p, q = (self.gmf.embed(side, x).field_embeddings[:, 0] for side, x in (("user", user_x), ("item", item_x)))
+        deep = self.mlp(self.towers(user_x, item_x).flat_embeddings)
+        return self.predict(torch.cat([p * q, deep], dim=1)).squeeze(1)
 
     def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        gmf, mlp = (Embedded.cross(emb.embed("user", user_x), emb.embed("item", item_x))
-                    for emb in (self.embedding, self.mlp_embedding))
-        return self._logits(gmf, mlp).view(user_x.shape[0], item_x.shape[0])
+        """The same for every pair from the two sides: the GMF product by broadcasting, the MLP tower's first
+        layer once per side (`MLP` on `Pairs`); in training mode (dropout) by `forward`."""
+        if self.training:
+            return super().score_all(user_x, item_x)
+        n_u, n_i = user_x.shape[0], item_x.shape[0]
+        p, q = (self.gmf.embed(side, x).field_embeddings[:, 0] for side, x in (("user", user_x), ("item", item_x)))
+        towers = Pairs(self.towers.embed("user", user_x).flat_embeddings,
+                       self.towers.embed("item", item_x).flat_embeddings)
+        gmf = (p.unsqueeze(1) * q.unsqueeze(0)).reshape(n_u * n_i, -1)
+        return self.predict(torch.cat([gmf, self.mlp(towers)], dim=1)).view(n_u, n_i)
 
-    def _logits(self, gmf: Embedded, mlp: Embedded) -> torch.Tensor:
-        user, item = gmf.field_embeddings.unbind(dim=1)
-        return self.predict(torch.cat([user * item, self.mlp(mlp.flat_embeddings)], dim=1)).squeeze(1)
+    def floats_per_pair(self) -> int:
+        return self.predict.in_features + max(m.out_features for m in self.mlp.modules() if isinstance(m, nn.Linear))
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
         return {
-            "fm_dim": fm_dim_space(trial),
             "mlp_dim": trial.suggest_categorical("mlp_dim", [8, 16, 32, 64]),
             "mlp": trial.suggest_categorical("mlp", ["32,16,8", "64,32,16", "128,64,32"]),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),

@@ -2,14 +2,14 @@
 
 One forward pass gives three views of the same vectors (the DeepFM idea: FM and MLP share them):
 
-    first_order      (B, 1)          sum of per-value scalar weights (the FM linear term)
-    field_embeddings (B, F, fm_dim)  one vector per field, projected to fm_dim where a field's dim differs
-    flat_embeddings  (B, total_dim)  the raw field vectors concatenated, for the MLP
+    first_order      (B, 1)             sum of per-value scalar weights (the FM linear term)
+    field_embeddings (B, F, embed_dim)  one vector per field, projected to embed_dim where a field's dim differs
+    flat_embeddings  (B, total_dim)     the raw field vectors concatenated, for the MLP
 
 Index 0 (unknown / padding) contributes exactly zero to all three. Single-valued fields of equal dim
 share one table (one gather for all of them); multi-valued fields are mean-pooled `EmbeddingBag`s.
 Each side (user, item) can be embedded alone, so full ranking embeds every user and every item once
-and pairs them by broadcasting (`Embedded.cross`).
+and scores the pairs from the two sides (`Embedded.pairs`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.features import FeatureSpec, FieldSpec
-from bench.layers import check_number
+from bench.data.features import FeatureSpec, FieldSpec
+from bench.nn.layers import check_number
+from bench.nn.pairs import Pairs
 
 
 @dataclass
 class Embedded:
+    """The three views of a batch of rows; in full ranking (`pairs`), of every (user, item) pair, with
+    `field_embeddings` and `flat_embeddings` kept as their two sides (`Pairs`)."""
+
     first_order: torch.Tensor  # (B, 1)
-    field_embeddings: torch.Tensor  # (B, F, fm_dim)
-    flat_embeddings: torch.Tensor  # (B, total_dim)
+    field_embeddings: torch.Tensor | Pairs  # (B, F, embed_dim)
+    flat_embeddings: torch.Tensor | Pairs  # (B, total_dim)
 
     @staticmethod
     def concat(user: "Embedded", item: "Embedded") -> "Embedded":
@@ -39,47 +43,46 @@ class Embedded:
         )
 
     @staticmethod
-    def cross(user: "Embedded", item: "Embedded") -> "Embedded":
-        """Every (user, item) pair, row u * I + i, by broadcasting: no per-pair lookups."""
-        n_u, n_i = user.first_order.shape[0], item.first_order.shape[0]
+    def pairs(user: "Embedded", item: "Embedded") -> "Embedded":
+        """Every (user, item) pair, row u * I + i, each side embedded once: the first order summed for
+        every pair, the other two views left as `Pairs` for the layers to score without forming them."""
+        return Embedded(Pairs(user.first_order, item.first_order).add(),
+                        Pairs(user.field_embeddings, item.field_embeddings),
+                        Pairs(user.flat_embeddings, item.flat_embeddings))
 
-        def pair(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-            out = torch.cat(
-                [u.unsqueeze(1).expand(n_u, n_i, *u.shape[1:]), i.unsqueeze(0).expand(n_u, n_i, *i.shape[1:])],
-                dim=2,
-            )
-            return out.reshape(n_u * n_i, *out.shape[2:])
+    def materialize(self) -> "Embedded":
+        """The pairs formed, (U * I, ...) per view: what a layer without a pairs path needs."""
+        def formed(view: torch.Tensor | Pairs) -> torch.Tensor:
+            return view.materialize() if isinstance(view, Pairs) else view
 
-        first = (user.first_order.view(n_u, 1) + item.first_order.view(1, n_i)).reshape(-1, 1)
-        return Embedded(first, pair(user.field_embeddings, item.field_embeddings),
-                        pair(user.flat_embeddings, item.flat_embeddings))
+        return Embedded(self.first_order, formed(self.field_embeddings), formed(self.flat_embeddings))
 
 
 class _SideEmbedding(nn.Module):
     """The fields of one side (user or item)."""
 
-    def __init__(self, fields: tuple[FieldSpec, ...], fm_dim: int):
+    def __init__(self, fields: tuple[FieldSpec, ...], embed_dim: int):
         super().__init__()
-        self.fm_dim = fm_dim
+        self.embed_dim = embed_dim
         single = [f for f in fields if not f.multi_valued]
         multi = [f for f in fields if f.multi_valued]
-        dims = sorted({f.dim or fm_dim for f in single})
+        dims = sorted({f.dim or embed_dim for f in single})
         # one table per distinct dim; local index k>0 of a field maps to offset_f + k, 0 stays 0
         self.groups = nn.ModuleList()
         self.group_fields: list[list[FieldSpec]] = []
         storage: list[FieldSpec] = []
         for d in dims:
-            members = [f for f in single if (f.dim or fm_dim) == d]
+            members = [f for f in single if (f.dim or embed_dim) == d]
             self.group_fields.append(members)
             storage += members
-            self.groups.append(_FieldGroup(members, d, fm_dim))
-        self.bags = nn.ModuleList(_BagField(f, fm_dim) for f in multi)
+            self.groups.append(_FieldGroup(members, d, embed_dim))
+        self.bags = nn.ModuleList(_BagField(f, embed_dim) for f in multi)
         storage += multi
         order = [storage.index(f) for f in fields]
         self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
         self.reorder = order != sorted(order)
         self.num_fields = len(fields)
-        self.total_dim = sum(f.dim or fm_dim for f in fields)
+        self.total_dim = sum(f.dim or embed_dim for f in fields)
 
     def forward(self, x: torch.Tensor) -> Embedded:
         firsts, vectors, flats = [], [], []
@@ -90,7 +93,7 @@ class _SideEmbedding(nn.Module):
             flats.append(flat)
         if not vectors:
             b = x.shape[0]
-            empty = torch.zeros(b, 0, self.fm_dim, device=x.device)
+            empty = torch.zeros(b, 0, self.embed_dim, device=x.device)
             return Embedded(torch.zeros(b, 1, device=x.device), empty, torch.zeros(b, 0, device=x.device))
         first = firsts[0] if len(firsts) == 1 else torch.stack(firsts, 0).sum(0)
         field = vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=1)
@@ -103,7 +106,7 @@ class _SideEmbedding(nn.Module):
 class _FieldGroup(nn.Module):
     """Single-valued fields sharing one dim: one gather for all of them."""
 
-    def __init__(self, fields: list[FieldSpec], dim: int, fm_dim: int):
+    def __init__(self, fields: list[FieldSpec], dim: int, embed_dim: int):
         super().__init__()
         offsets, total = [], 0
         for f in fields:
@@ -117,9 +120,9 @@ class _FieldGroup(nn.Module):
         nn.init.zeros_(self.weights.weight)
         with torch.no_grad():
             self.vectors.weight[0].zero_()
-        # per-field projection to fm_dim, bias-free so a zero vector stays zero
+        # per-field projection to embed_dim, bias-free so a zero vector stays zero
         self.projection = (
-            nn.Parameter(torch.randn(len(fields), dim, fm_dim) / dim**0.5) if dim != fm_dim else None
+            nn.Parameter(torch.randn(len(fields), dim, embed_dim) / dim**0.5) if dim != embed_dim else None
         )
 
     def forward(self, x: torch.Tensor):
@@ -134,9 +137,9 @@ class _FieldGroup(nn.Module):
 class _BagField(nn.Module):
     """A multi-valued field (e.g. genres): mean of its values' vectors, padding excluded."""
 
-    def __init__(self, field: FieldSpec, fm_dim: int):
+    def __init__(self, field: FieldSpec, embed_dim: int):
         super().__init__()
-        dim = field.dim or fm_dim
+        dim = field.dim or embed_dim
         self.cols = field.columns
         self.vectors = nn.EmbeddingBag(field.vocab_size, dim, mode="mean", padding_idx=0)
         self.weights = nn.EmbeddingBag(field.vocab_size, 1, mode="mean", padding_idx=0)
@@ -144,7 +147,7 @@ class _BagField(nn.Module):
         nn.init.zeros_(self.weights.weight)
         with torch.no_grad():
             self.vectors.weight[0].zero_()
-        self.projection = nn.Linear(dim, fm_dim, bias=False) if dim != fm_dim else None
+        self.projection = nn.Linear(dim, embed_dim, bias=False) if dim != embed_dim else None
 
     def forward(self, x: torch.Tensor):
         idx = x[:, self.cols]
@@ -156,13 +159,13 @@ class _BagField(nn.Module):
 class FeatureEmbedding(nn.Module):
     """Shared embeddings of all fields of a FeatureSpec; see the module docstring for the views."""
 
-    def __init__(self, spec: FeatureSpec, fm_dim: int = 16):
+    def __init__(self, spec: FeatureSpec, embed_dim: int = 16):
         super().__init__()
-        fm_dim = int(check_number("fm_dim", fm_dim, low=1, integer=True))
+        embed_dim = int(check_number("embed_dim", embed_dim, low=1, integer=True))
         self.spec = spec
-        self.fm_dim = fm_dim
-        self.user = _SideEmbedding(spec.side("user"), fm_dim)
-        self.item = _SideEmbedding(spec.side("item"), fm_dim)
+        self.embed_dim = embed_dim
+        self.user = _SideEmbedding(spec.side("user"), embed_dim)
+        self.item = _SideEmbedding(spec.side("item"), embed_dim)
         self.num_fields = len(spec)
         self.total_dim = self.user.total_dim + self.item.total_dim
 

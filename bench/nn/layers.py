@@ -1,4 +1,8 @@
-"""Shared building blocks of the models."""
+"""Shared building blocks of the models: the MLP, a logit term from an interaction layer, option checks.
+
+Both layers take either a batch of rows or, in full ranking, the two sides of every (user, item) pair
+(`Pairs`), and give (rows, out) either way, so a model's `head` is written once for both.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from bench.nn.pairs import Pairs
 
 
 def parse_widths(value: Sequence[int] | int | str | None, option: str, allow_empty: bool = False) -> tuple[int, ...]:
@@ -70,7 +76,9 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
         self.out_dim = in_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Pairs) -> torch.Tensor:
+        if isinstance(x, Pairs):
+            return self.forward_pairs(x.user, x.item).reshape(-1, self.out_dim)
         return self.net(x)
 
     def forward_pairs(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -85,3 +93,45 @@ class MLP(nn.Module):
         w_left, w_right = first.weight[:, :left.shape[1]], first.weight[:, left.shape[1]:]
         hidden = (left @ w_left.T + first.bias).unsqueeze(1) + (right @ w_right.T).unsqueeze(0)
         return self.net[1:](hidden)
+
+
+class Term(nn.Module):
+    """One logit term of a model's equation from an interaction layer, (B, F, D) -> (B, 1): the layer itself
+    when it gives one value (FM), else w^T layer(x) with a learned w (xDeepFM's w_cin^T p+, AutoInt's output
+    layer).
+
+    On `Pairs` it scores every pair the fastest way the layer offers: `pair_scores(user, item[, w])`
+    (FM, linear CIN: from per-side tables), else `forward_pairs(user, item)` (U, I, out_dim), else the
+    pairs formed and `forward`.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        wide = layer.out_dim > 1
+        self.readout = nn.Linear(layer.out_dim, 1, bias=False) if wide else None
+
+    def forward(self, fields: torch.Tensor | Pairs) -> torch.Tensor:
+        if not isinstance(fields, Pairs):
+            out = self.layer(fields)
+            return out if self.readout is None else self.readout(out)
+        weight = () if self.readout is None else (self.readout.weight.view(-1),)
+        if hasattr(self.layer, "pair_scores"):
+            return self.layer.pair_scores(fields.user, fields.item, *weight).reshape(-1, 1)
+        if hasattr(self.layer, "forward_pairs"):
+            out = self.layer.forward_pairs(fields.user, fields.item)  # (U, I, out_dim)
+            return (out if self.readout is None else self.readout(out)).reshape(-1, 1)
+        return self.forward(fields.materialize())
+
+    def floats_per_row(self) -> int:
+        """Peak floats one row needs in `forward`: the layer's declared hint, else its input and output."""
+        declared = getattr(self.layer, "floats_per_row", None)
+        return declared() if callable(declared) else self.layer.out_dim
+
+    def floats_per_pair(self) -> int:
+        """Peak floats one pair needs on `Pairs`: the layer's hint for its pairs path, else a formed row's."""
+        has_pairs = hasattr(self.layer, "pair_scores") or hasattr(self.layer, "forward_pairs")
+        declared = getattr(self.layer, "floats_per_pair", None)
+        if has_pairs and callable(declared):
+            return declared()
+        return self.floats_per_row() + self.layer.num_fields * self.layer.dim

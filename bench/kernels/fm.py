@@ -1,9 +1,9 @@
 """Implementations of the FM second-order term  sum_{i<j} <v_i, v_j>  over field embeddings (B, F, D).
 
 Every implementation maps (B, F, D) -> (B, 1) and supports autograd. `bench kernel` checks each one
-against `naive` and times it; `fm_interaction` is what the `fm` interaction layer calls.
+against `naive` and times it; the `fm` interaction layer calls `fused`.
 
-Which one `fm_interaction` uses, and why (measured on a 2-core CPU with
+Which one the layer uses, and why (measured on a 2-core CPU with
 `bench kernel --impl sumsq,fused,compiled --batch 65536 --threads 2`, F=24, D=16):
 
 * CPU: `fused`, the fastest implementation that needs no compilation. Its forward makes no (B, F, D)
@@ -207,8 +207,3 @@ def triton_fm(v: torch.Tensor) -> torch.Tensor:
     if reason is not None:
         raise RuntimeError(f"triton FM kernel unavailable: {reason}")
     return TritonFM.apply(v)
-
-
-def fm_interaction(v: torch.Tensor) -> torch.Tensor:
-    """The FM second-order term, (B, F, D) -> (B, 1), by the fastest implementation proven correct here."""
-    return fused(v)

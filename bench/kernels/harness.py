@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from bench import fm_kernels
+from bench.kernels import fm
 
 Kernel = Callable[[torch.Tensor], torch.Tensor]
 KernelFactory = Callable[[torch.device, torch.dtype], Kernel]
@@ -71,20 +71,20 @@ def _compiled(device: torch.device, dtype: torch.dtype) -> Kernel:
     # A fresh compile per case: dynamo's cache is per code object, and running out of recompiles
     # would silently time eager `sumsq` instead.
     torch.compiler.reset()
-    return fm_kernels.compile_sumsq()
+    return fm.compile_sumsq()
 
 
 def _triton(device: torch.device, dtype: torch.dtype) -> Kernel:
-    reason = fm_kernels.triton_unavailable_reason(device, dtype)
+    reason = fm.triton_unavailable_reason(device, dtype)
     if reason is not None:
         raise ImplementationUnavailable(reason)
-    return fm_kernels.triton_fm
+    return fm.triton_fm
 
 
 IMPLEMENTATIONS: dict[str, KernelFactory] = {
-    "naive": _eager(fm_kernels.naive),
-    "sumsq": _eager(fm_kernels.sumsq),
-    "fused": _eager(fm_kernels.fused),
+    "naive": _eager(fm.naive),
+    "sumsq": _eager(fm.sumsq),
+    "fused": _eager(fm.fused),
     "compiled": _compiled,
     "triton": _triton,
 }
@@ -197,7 +197,7 @@ def check_against_naive(
     label = f"{name} ({str(v.dtype).replace('torch.', '')}, {v.device.type}, shape {tuple(v.shape)})"
     ref_in = v.detach().to("cpu", torch.float64).requires_grad_()
     ref_g = grad_out.detach().to("cpu", torch.float64).reshape(-1, 1)
-    ref = fm_kernels.naive(ref_in)
+    ref = fm.naive(ref_in)
     (ref_grad,) = torch.autograd.grad(ref, ref_in, ref_g)
     ref_in = ref_in.detach()
     s = ref_in.sum(dim=1)

@@ -81,3 +81,14 @@ class VocabularyEncoder(Encoder):
     def vocab_size(self) -> int:
         self.require_fitted("vocab_size")
         return len(self.classes) + 1
+
+
+def check_encoder(encoder: Any) -> list[str]:
+    """What `encoder` lacks of the encoder contract (empty when it meets it)."""
+    missing = [f"a {m}() method" for m in ("fit", "transform", "fit_transform", "state")
+               if not callable(getattr(encoder, m, None))]
+    if not hasattr(type(encoder), "vocab_size"):
+        missing.append("a vocab_size property (indices, 0 included)")
+    if not isinstance(getattr(encoder, "multi_valued", None), bool):
+        missing.append("a bool attribute multi_valued")
+    return missing

@@ -1,0 +1,243 @@
+"""The one experiment configuration: what a run is, from the command line to the stored record.
+
+An experiment is data + training + evaluation settings, the models (each a `ModelConfig`), seeds and a
+device. Each part is a typed dataclass that checks itself when created, so bad input fails before any
+work. The CLI, `--set`, `--params` and the tuner fill it one way, and each run stores its own resolved
+configuration (`run_record`), from which `ExperimentConfig.from_record` rebuilds it.
+
+Precedence, lowest first; each layer overrides the ones before it, key by key:
+
+1. the defaults of the dataclasses below;
+2. the command line's options (``--epochs``, ``--lr``, ``--embed-dim``, ``--protocol``, ...), for every model;
+3. tuned parameters (``--params best`` or a file), for the ``NAME:tuned`` model they were tuned for;
+4. ``--set MODEL.KEY=VALUE`` (``train.KEY=VALUE``: a training option of every model), the most specific.
+
+Layers 3 and 4 are flat ``{key: value}`` dicts, sorted by `ModelConfig.with_params` into training
+options (the `TrainConfig` fields), the embedding dim and the model's own options; an Optuna trial's
+parameters go through the same function.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import registry
+from bench.eval.metrics import CUTOFF_METRICS, TIE_POLICIES, check_ks
+from bench.nn.layers import check_number
+
+THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
+MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
+PROTOCOLS = ("full", "sampled")
+EMBED_DIMS = (8, 16, 32, 64)  # the tuner's choices of the embedding dim
+
+
+def comma_list(value: str | Sequence[Any] | None) -> list[str]:
+    """'a, b,,c' or ['a', 'b'] or None -> ['a', 'b', 'c'] / ['a', 'b'] / []: every comma list the user
+    writes (models, seeds, metrics, layer widths, interactions) is split here."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [str(p).strip() for p in parts if str(p).strip()]
+
+
+def parse_value(text: str) -> Any:
+    """'0.1' -> 0.1, '[64,32]' -> [64, 32], 'true' -> True, anything else stays a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how ratings become implicit positives."""
+
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset plugin's own options
+    threshold: float = THRESHOLD
+    min_interactions: int = MIN_INTERACTIONS
+
+    def __post_init__(self) -> None:
+        check_number("--threshold", self.threshold)
+        check_number("--min-interactions", self.min_interactions, low=2, integer=True)
+
+    def label(self) -> str:
+        """Names the data a result is about: dataset, its options, non-default positive threshold / min."""
+        options = dict(self.options)
+        if self.threshold != THRESHOLD:
+            options["threshold"] = self.threshold
+        if self.min_interactions != MIN_INTERACTIONS:
+            options["min_interactions"] = self.min_interactions
+        opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+        return f"{self.dataset}[{opts}]" if opts else self.dataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a trained model learns: BCE on each positive and its sampled negatives, Adam, early stopping."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 5  # epochs without a better val_metric before stopping
+    num_negatives: int = 4
+    sampler: str = "uniform"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    val_metric: str = "NDCG@10"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_negatives", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
+        check_number("--weight-decay", self.weight_decay, low=0)
+        name, at, k = str(self.val_metric).partition("@")
+        if not (self.val_metric == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
+            raise ValueError(f"train.val_metric: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "
+                             f"(e.g. NDCG@10), got {self.val_metric!r}")
+        make_sampler(self)  # an unknown sampler or sampler option fails here, before any work
+
+    @property
+    def val_k(self) -> int:
+        """The cutoff validation computes (MRR needs none: 10)."""
+        return int(self.val_metric.split("@")[1]) if "@" in self.val_metric else 10
+
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # what --set train.KEY may name
+
+
+def make_sampler(config: TrainConfig) -> Any:
+    """The configured negative sampler, not fitted yet; unknown option names are a ValueError that names
+    the --sampler-opt option."""
+    try:
+        return registry.create("sampler", config.sampler, num_negatives=config.num_negatives, seed=config.seed,
+                               **config.sampler_options)
+    except TypeError as exc:
+        raise ValueError(f"--sampler-opt: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How held-out items are ranked, for validation (early stopping, tuning) and test alike."""
+
+    protocol: str = "full"  # full: every item competes; sampled: the held-out item + eval_negatives
+    eval_negatives: int = 999
+    ks: tuple[int, ...] = (5, 10, 20)
+    ties: str = "expected"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        if self.ties not in TIE_POLICIES:
+            raise ValueError(f"--ties {self.ties!r}: expected one of {', '.join(TIE_POLICIES)}")
+        check_number("--eval-negatives", self.eval_negatives, low=1, integer=True)
+        try:
+            object.__setattr__(self, "ks", check_ks(self.ks))
+        except ValueError as exc:
+            raise ValueError(f"--k: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of an experiment: its label, the plugin that builds it, and its own settings."""
+
+    name: str  # the label in tables and the store: deepfm, deepfm:tuned, composed
+    plugin: str = ""  # the registry name; '' -> the label's part before ':'
+    embed_dim: int = 16
+    params: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters
+    train: dict[str, Any] = field(default_factory=dict)  # training options overriding the experiment's
+
+    def __post_init__(self) -> None:
+        if not self.plugin:
+            object.__setattr__(self, "plugin", self.name.split(":")[0])
+        check_number(f"{self.name}: embed_dim", self.embed_dim, low=1, integer=True)
+        unknown = sorted(set(self.train) - set(TRAIN_KEYS))
+        if unknown:
+            raise ValueError(f"{self.name}: {unknown} are not training options; they are: {', '.join(TRAIN_KEYS)}")
+
+    def with_params(self, params: Mapping[str, Any]) -> "ModelConfig":
+        """This model with flat `params` applied: training options to `train`, `embed_dim` (or its old name
+        `fm_dim`) to the dim, everything else to the model's own options."""
+        params = dict(params)
+        if "fm_dim" in params:
+            params.setdefault("embed_dim", params.pop("fm_dim"))
+        train = {k: params.pop(k) for k in list(params) if k in TRAIN_KEYS}
+        embed_dim = params.pop("embed_dim", self.embed_dim)
+        return replace(self, embed_dim=embed_dim, params={**self.params, **params}, train={**self.train, **train})
+
+    def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
+        """The training options this model trains with on `seed`."""
+        return replace(base, **self.train, seed=seed)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    models: tuple[ModelConfig, ...] = (ModelConfig("deepfm"), ModelConfig("xdeepfm"), ModelConfig("neumf"))
+    seeds: tuple[int, ...] = (1,)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("--models: expected at least one model")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"--models: a model is named twice in {names}")
+        bad = [s for s in self.seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if bad or not self.seeds:
+            raise ValueError(f"--seeds: expected integers >= 0, got {list(self.seeds)}")
+
+    def model(self, name: str) -> ModelConfig:
+        return next(m for m in self.models if m.name == name)
+
+    def run_record(self, model: ModelConfig, seed: int) -> dict[str, Any]:
+        """What the store keeps of one run's configuration: everything needed to run it again."""
+        return {"data": asdict(self.data), "train": asdict(model.train_config(self.train, seed)),
+                "eval": asdict(self.eval), "model": asdict(model), "seed": seed, "device": self.device}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "ExperimentConfig":
+        """The one-model, one-seed experiment a stored run record describes."""
+        train = dict(record["train"])
+        seed = train.pop("seed", record.get("seed", 0))
+        model = dict(record["model"])
+        if "fm_dim" in model:
+            model.setdefault("embed_dim", model.pop("fm_dim"))
+        evaluation = dict(record["eval"])
+        evaluation["ks"] = tuple(evaluation["ks"])
+        return cls(data=DataConfig(**record["data"]), train=TrainConfig(**train), eval=EvalConfig(**evaluation),
+                   models=(ModelConfig(**{**model, "train": {}}),), seeds=(seed,), device=record.get("device", "auto"))
+
+
+def apply_sets(models: tuple[ModelConfig, ...], items: Sequence[str]) -> tuple[ModelConfig, ...]:
+    """--set MODEL.KEY=VALUE (MODEL 'train': a training option of every model; '*': every model)."""
+    names = [m.name for m in models]
+    updates: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        target, dot, param = key.partition(".")
+        if not sep or not dot or not param:
+            raise ValueError(f"--set {item!r}: expected MODEL.PARAM=VALUE, e.g. deepfm.dropout=0.1 or train.lr=3e-3")
+        if target == "train" and param not in TRAIN_KEYS:
+            raise ValueError(f"--set {item!r}: {param!r} is not a training option; training options: "
+                             f"{', '.join(TRAIN_KEYS)} (a model's option is set as MODEL.{param})")
+        targets = names if target in ("*", "train") else [target]
+        for t in targets:
+            if t not in names:
+                raise ValueError(f"--set {item!r}: model {t!r} is not among --models ({', '.join(names)})")
+            updates.setdefault(t, {})[param] = parse_value(value)
+    return tuple(m.with_params(updates[m.name]) if m.name in updates else m for m in models)

@@ -1,0 +1,1 @@
+"""The FM interaction kernels (`fm`) and the `bench kernel` measurement harness (`harness`)."""

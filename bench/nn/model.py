@@ -1,0 +1,123 @@
+"""The model contract, and its two kinds: models trained on FeatureEmbedding, and models fitted once.
+
+Every model plugin is a `RankingModel`: ``forward(user_x, item_x) -> (B,)`` logits for rows of the two
+feature matrices, and ``score_all(user_x, item_x) -> (U, I)`` for full ranking. `trainable` says who
+fits it: the trainer (gradient steps on sampled negatives), or the model itself in ``fit(data)`` from
+the training positives (MostPop, EASE, ItemKNN: counting or a closed form, no gradient).
+
+* `EmbeddingModel`: built as ``Model(spec, embed_dim, **hparams)`` on a FeatureEmbedding; it writes its
+  paper's equation once, in ``head(embedded)``. Full ranking embeds each user and each item once and hands
+  `head` every pair as its two sides (`Embedded.pairs`), which the shared layers score without forming
+  the pairs, when the model says its head uses only such layers (``pair_scoring = True``); otherwise the
+  pairs are formed, chunk by chunk.
+* `FittedModel`: built as ``Model(spec, **hparams)``, fitted by ``fit(data)``, scoring from buffers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.data.features import FeatureSpec
+from bench.nn.embedding import Embedded, FeatureEmbedding
+from bench.nn.layers import Term
+
+
+class RankingModel(nn.Module):
+    """Base of every model plugin; see the module docstring for the contract."""
+
+    trainable = True
+
+    def __init__(self, spec: FeatureSpec):
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define forward(user_x, item_x) -> logits (B,)")
+
+    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """(U, I) scores of every user row against every item row; by default `forward` on every pair."""
+        n_u, n_i = user_x.shape[0], item_x.shape[0]
+        return self(user_x.repeat_interleave(n_i, 0), item_x.repeat(n_u, 1)).view(n_u, n_i)
+
+    def fit(self, data: Any) -> None:
+        """Fit from the training data (InteractionData); only models with `trainable = False` need it."""
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """Optuna search space of this model's own hyperparameters (none by default)."""
+        return {}
+
+
+class EmbeddingModel(RankingModel):
+    """A model over FeatureEmbedding's three views: define `head(embedded) -> logits (B,) or (B, 1)`."""
+
+    pair_scoring = False  # True: head uses only layers that take Pairs (Term, MLP), so full ranking is fast
+
+    def __init__(self, spec: FeatureSpec, embed_dim: int = 16):
+        super().__init__(spec)
+        self.embedding = FeatureEmbedding(spec, embed_dim)
+
+    def head(self, e: Embedded) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define head(embedded) -> logits")
+
+    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(user_x, item_x)).reshape(-1)
+
+    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """(U, I) logits, each side embedded once. In training mode (dropout: the two paths would draw
+        differently) or without `pair_scoring`, the pairs are formed."""
+        pairs = Embedded.pairs(self.embedding.embed("user", user_x), self.embedding.embed("item", item_x))
+        if self.training or not self.pair_scoring:
+            pairs = pairs.materialize()
+        return self.head(pairs).reshape(user_x.shape[0], item_x.shape[0])
+
+    def floats_per_row(self) -> int:
+        """Peak floats one scored row needs in `forward`: its embeddings, the widest term, the widest Linear."""
+        return self._widest(lambda term: term.floats_per_row())
+
+    def floats_per_pair(self) -> int:
+        """Peak floats one (user, item) pair needs in `score_all`."""
+        if not self.pair_scoring:
+            return self.floats_per_row()
+        return self._widest(lambda term: term.floats_per_pair())
+
+    def _widest(self, term_floats) -> int:
+        widths = [self.embedding.num_fields * self.embedding.embed_dim, self.embedding.total_dim]
+        widths += [term_floats(m) for m in self.modules() if isinstance(m, Term)]
+        widths += [m.out_features for m in self.modules() if isinstance(m, nn.Linear)]
+        return max(widths)
+
+
+class FittedModel(RankingModel):
+    """A model fitted once from the training positives by `fit(data)` (counting or a closed form)."""
+
+    trainable = False
+
+
+def check_model(model: Any) -> list[str]:
+    """What `model` lacks of the model contract (empty when it meets it)."""
+    missing = []
+    if not isinstance(model, nn.Module):
+        missing.append("to be a torch.nn.Module (subclass bench.nn.model.EmbeddingModel or FittedModel)")
+    for method in ("forward", "score_all"):
+        if not callable(getattr(model, method, None)):
+            missing.append(f"a {method}(user_x, item_x) method")
+    if not isinstance(getattr(model, "trainable", None), bool):
+        missing.append("a bool attribute trainable (False: fitted by fit(data), not by the trainer)")
+    elif not model.trainable and not callable(getattr(model, "fit", None)):
+        missing.append("a fit(data) method, as it is not trainable")
+    return missing
+
+
+def create_model(plugin: str, spec: FeatureSpec, embed_dim: int = 16, **params: Any) -> RankingModel:
+    """The model plugin `plugin` built on `spec` through the registry; `embed_dim` reaches the models that
+    take one (those over a FeatureEmbedding), not the fitted ones."""
+    import registry
+
+    if "embed_dim" in inspect.signature(registry.get("model", plugin)).parameters:
+        params["embed_dim"] = embed_dim
+    return registry.create("model", plugin, spec=spec, **params)
