@@ -131,8 +131,8 @@ def test_tune_on_csv_with_a_relative_path_writes_best_params_inside_and_run_find
     cwd = tmp_path / "a" / "b"
     cwd.mkdir(parents=True)
     monkeypatch.chdir(cwd)
-    opts = ["--dataset", "csv", "--dataset-opt", "interactions=../../x.csv", "--dataset-opt", "timestamp_col=timestamp",
-            "--threshold", "1"]
+    opts = ["--dataset", "csv", "--data-dir", str(cwd), "--dataset-opt", "interactions=../../x.csv",
+            "--dataset-opt", "timestamp_col=timestamp", "--threshold", "1"]  # the path is relative to --data-dir
     res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "1", *opts, "--epochs", "1",
                                     "--no-progress", "--threads", "1", "--results-dir", "r"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
