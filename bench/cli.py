@@ -48,8 +48,8 @@ def data_options(f: Callable) -> Callable:
     """Where the data comes from and how it becomes implicit feedback (shared by run and tune)."""
     options = [
         click.option("--dataset", default="ml-100k", show_default=True, help="dataset plugin (bench list dataset)"),
-        click.option("--data-dir", envvar="BENCH_DATA_DIR", type=click.Path(file_okay=False),
-                     help="local copy of the files [env BENCH_DATA_DIR]; otherwise download and cache"),
+        click.option("--data-dir", type=click.Path(file_okay=False),
+                     help="local copy of the files (else BENCH_DATA_DIR, else the cache or a download)"),
         click.option("--cache-dir", envvar="BENCH_CACHE_DIR", type=click.Path(file_okay=False),
                      help="download cache [env BENCH_CACHE_DIR, default ~/.cache/deepfm-bench]"),
         click.option("--genre-encoding", type=click.Choice(["multihot", "binary"]), default=None,

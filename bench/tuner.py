@@ -82,9 +82,7 @@ def trial_params(trial: optuna.Trial, model: str, sweep: tuple[str, ...]) -> tup
         model = "composed"
         params["interactions"] = trial.suggest_categorical("interactions", INTERACTION_COMBOS)
         for name in params["interactions"].split(","):
-            options = registry.search_space("interaction", name, trial)
-            if options:
-                params.setdefault("interaction_options", {})[name] = options
+            params.update(registry.search_space("interaction", name, trial))  # "cin.layers", ...
         params["mlp"] = _mlp(trial)
         params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
     else:
