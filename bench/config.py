@@ -26,7 +26,6 @@ from typing import Any
 
 import registry
 from bench.eval.metrics import CUTOFF_METRICS, TIE_POLICIES, check_ks
-from bench.nn.layers import check_number
 
 THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
@@ -41,6 +40,28 @@ def comma_list(value: str | Sequence[Any] | None) -> list[str]:
         return []
     parts = value.split(",") if isinstance(value, str) else list(value)
     return [str(p).strip() for p in parts if str(p).strip()]
+
+
+def check_number(option: str, value: object, *, low: float | None = None, high: float | None = None,
+                 integer: bool = False, high_open: bool = False) -> float:
+    """A hyperparameter checked for type and range, or a ValueError naming it and what was expected:
+    `check_number("dropout", v, low=0, high=1, high_open=True)` takes 0.2, refuses 'abc', 2 and True."""
+    kind = "an integer" if integer else "a number"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = number and (not integer or float(value).is_integer()) and value == value  # NaN is not a number here
+    if ok and low is not None:
+        ok = value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        if low is not None and high is not None:
+            span = f" in [{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            span = f" >= {low:g}"
+        else:
+            span = f" <= {high:g}" if high is not None else ""
+        raise ValueError(f"{option}: expected {kind}{span}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 def parse_value(text: str) -> Any:
@@ -162,10 +183,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.plugin:
             object.__setattr__(self, "plugin", self.name.split(":")[0])
-        check_number(f"{self.name}: embed_dim", self.embed_dim, low=1, integer=True)
+        check_number(f"model {self.name}: embed_dim", self.embed_dim, low=1, integer=True)
         unknown = sorted(set(self.train) - set(TRAIN_KEYS))
         if unknown:
-            raise ValueError(f"{self.name}: {unknown} are not training options; they are: {', '.join(TRAIN_KEYS)}")
+            raise ValueError(f"model {self.name}: {unknown} are not training options; they are: "
+                             f"{', '.join(TRAIN_KEYS)}")
 
     def with_params(self, params: Mapping[str, Any]) -> "ModelConfig":
         """This model with flat `params` applied: training options to `train`, `embed_dim` (or its old name

@@ -50,3 +50,14 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def flush_denormal() -> None:
+    """Flush subnormal floats to zero in this thread and the CPU threads torch starts from it.
+
+    Adam's weight decay drives the weights of dead ReLU units into the subnormal range, where a CPU matmul
+    ran 125x slower here (2.5 s instead of 0.02 s for one evaluation chunk), silently turning a 1 s
+    evaluation into 18 s; values below 1.2e-38 become 0. Called where training, evaluation and the CLI
+    start (not at import: importing a library should not change a process's float mode).
+    """
+    torch.set_flush_denormal(True)

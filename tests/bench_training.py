@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from conftest import require_ml100k
 
 import registry
+from bench.config import ModelConfig, TrainConfig
 from bench.data.pipeline import prepare
-from bench.evaluator import evaluate
+from bench.eval.evaluator import evaluate
 from bench.runner import build_model
-from bench.trainer import TrainConfig, make_adam
+from bench.train.trainer import make_adam
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def ml100k():
 @pytest.mark.parametrize("name,batch_size", [("deepfm", 256), ("deepfm", 4096), ("xdeepfm", 256)])
 def test_one_training_step(benchmark, ml100k, name, batch_size):
     torch.manual_seed(0)
-    model = build_model(name, ml100k, 16, {})
+    model = build_model(ModelConfig(name), ml100k)
     optimizer = make_adam(model, TrainConfig())  # the trainer's optimizer
     samples = registry.create("sampler", "uniform", num_negatives=4, seed=0).fit(ml100k).sample(1)
     rows = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))[:batch_size]
@@ -45,6 +46,6 @@ def test_one_training_step(benchmark, ml100k, name, batch_size):
 @pytest.mark.parametrize("name", ["deepfm", "autoint", "xdeepfm"])
 def test_full_ranking_evaluation(benchmark, ml100k, name):
     torch.manual_seed(0)
-    model = build_model(name, ml100k, 16, {})
+    model = build_model(ModelConfig(name), ml100k)
     result = benchmark.pedantic(evaluate, args=(model, ml100k), kwargs={"split": "test"}, rounds=3, iterations=1)
     assert len(result.users) == 942 and 0 <= result.metrics["NDCG@10"] <= 1

@@ -9,8 +9,8 @@ import torch
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
-from bench.evaluator import EvalResult, evaluate
-from bench.metrics import metric_names
+from bench.eval.evaluator import EvalResult, evaluate
+from bench.eval.metrics import metric_names
 from bench.nn.model import RankingModel
 
 N_USERS, N_ITEMS = 4, 25  # rows 1..3 are users, rows 1..24 the item pool; row 0 is padding

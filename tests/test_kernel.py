@@ -11,16 +11,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bench.cli.kernel import kernel as kernel_command
 from bench.kernels import fm as fm_kernels
 from bench.kernels import harness as kernel
 from bench.kernels.harness import (
     ImplementationMismatch,
     KernelConfig,
     check_against_naive,
-    kernel_command,
     run_kernel_bench,
 )
-from bench.store import ResultStore
+from bench.results.store import ResultStore
 
 SHAPES = [(6, 1, 4), (7, 2, 3), (5, 4, 1), (33, 24, 16), (64, 7, 9)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import TIE_POLICIES, metric_names, rank_counts, ranking_metrics
+from bench.eval.metrics import TIE_POLICIES, metric_names, rank_counts, ranking_metrics
 
 KS = (1, 3, 5, 10, 20)
 

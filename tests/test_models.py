@@ -282,7 +282,7 @@ def test_index_zero_features_add_nothing_to_the_fm_term():
 
 
 def test_full_ranking_chunks_respect_a_wide_layers_footprint():
-    from bench.evaluator import CHUNK_FLOATS, _chunk_users
+    from bench.eval.evaluator import CHUNK_FLOATS, _chunk_users
 
     data = make_data()
     narrow = build("deepfm")
@@ -298,7 +298,7 @@ def test_full_ranking_chunks_respect_a_wide_layers_footprint():
 
 def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows():
     """Its pair_scores needs about nothing per pair, its forward the products of every row."""
-    from bench.evaluator import _chunk_users
+    from bench.eval.evaluator import _chunk_users
 
     data = make_data()
     model = registry.create("model", "xdeepfm", spec=data.spec, embed_dim=8)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_tune_lost_trials import assert_exactly, load, mid_trial, start, tune_cmd, wait_for
 
-import bench.tuner as tuner_mod
-from bench.tuner import counts
+import bench.tune.storage as storage_mod
+from bench.tune.study import counts
 
 
 def _unavailable(why: str) -> None:
@@ -82,8 +82,8 @@ def postgres_url():
 
 
 def test_two_workers_on_postgres_finish_exactly_even_after_kill_9_of_one(tmp_path, postgres_url):
-    tuner_mod.check_storage(postgres_url)
-    storage = tuner_mod._storage(postgres_url)  # creates the schema; the test only reads through it
+    storage_mod.check_storage(postgres_url)
+    storage = storage_mod.open_storage(postgres_url)  # creates the schema; the test only reads through it
     procs = []
     try:
         # two workers, one killed mid-trial: the survivor fails its trial as lost, retries it, finishes 6

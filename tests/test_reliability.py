@@ -15,10 +15,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import bench.results.store as store_mod
 import bench.runner as runner_mod
-import bench.store as store_mod
 from bench.cli import main
-from bench.store import ResultStore
+from bench.results.store import ResultStore
 
 SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
          "--dataset-opt", "n_interactions=3000"]
@@ -33,9 +33,9 @@ def poison(monkeypatch, *names):
     """Models of these names train to a NaN loss, so their runs fail at run time."""
     original = runner_mod.build_model
 
-    def build(name, data, fm_dim, params):
-        model = original(name, data, fm_dim, params)
-        if name in names:
+    def build(model_cfg, data):
+        model = original(model_cfg, data)
+        if model_cfg.name in names:
             with torch.no_grad():
                 for p in model.parameters():
                     p.fill_(float("nan"))
@@ -88,9 +88,9 @@ def test_a_missing_baseline_is_one_line_not_a_missing_table(tmp_path):
     (["--set", "deepfm.dropout=2"], "model deepfm: dropout: expected a number in [0, 1), got 2"),
     (["--set", "deepfm.embed_dim=0"], "model deepfm: embed_dim: expected an integer >= 1, got 0"),
     (["--set", "deepfm.mlp=[64,0]"], "model deepfm: mlp: expected positive widths"),
-    (["--set", "deepfm.dropot=0.1"], "model deepfm: "),
+    (["--set", "deepfm.dropot=0.1"], "model deepfm: unknown option 'dropot' (did you mean 'dropout'?)"),
     (["--set", "neumf.mlp_dim=abc"], "model neumf: mlp_dim: expected an integer >= 1, got 'abc'"),
-    (["--set", "neumf.nope=1"], "unexpected keyword argument 'nope'"),
+    (["--set", "neumf.nope=1"], "model neumf: unknown option 'nope'; its options: embed_dim, mlp_dim, mlp, dropout"),
     (["--set", "train.dropout=0.1"], "'dropout' is not a training option"),
     (["--fm-dim", "0"], "--fm-dim"),
     (["--threads", "0"], "--threads"),
@@ -168,8 +168,8 @@ def test_a_page_that_cannot_be_written_leaves_nothing_half_written(tmp_path, mon
 def test_non_finite_scores_fail_the_run(tmp_path, monkeypatch):
     original = runner_mod.build_model
 
-    def explode(name, data, fm_dim, params):
-        model = original(name, data, fm_dim, params)
+    def explode(model_cfg, data):
+        model = original(model_cfg, data)
         model.score_all = lambda u, i: torch.full((u.shape[0], i.shape[0]), float("inf"))
         return model
 

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 import bench.runner as runner_mod
 from bench.cli import main
-from bench.runner import RunConfig, parse_sets, run_benchmark
-from bench.store import ResultStore
-from bench.trainer import TrainConfig
+from bench.config import ExperimentConfig, ModelConfig, TrainConfig, apply_sets
+from bench.results.store import ResultStore
+from bench.runner import run_benchmark
 
 SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
          "--dataset-opt", "n_interactions=3000"]
@@ -57,15 +57,17 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
 
 
 def test_set_overrides_reach_model_and_trainer(tmp_path, monkeypatch):
-    assert parse_sets(["deepfm.dropout=0.1", "train.lr=0.01", "deepfm.mlp=[16,8]"], ("deepfm", "fm")) == {
-        "deepfm": {"dropout": 0.1, "lr": 0.01, "mlp": [16, 8]}, "fm": {"lr": 0.01}}
+    deepfm, fm = apply_sets((ModelConfig("deepfm"), ModelConfig("fm")),
+                            ["deepfm.dropout=0.1", "train.lr=0.01", "deepfm.mlp=[16,8]"])
+    assert (deepfm.params, deepfm.train) == ({"dropout": 0.1, "mlp": [16, 8]}, {"lr": 0.01})
+    assert (fm.params, fm.train) == ({}, {"lr": 0.01})
     with pytest.raises(ValueError, match="MODEL.PARAM=VALUE"):
-        parse_sets(["dropout=0.1"], ("deepfm",))
+        apply_sets((ModelConfig("deepfm"),), ["dropout=0.1"])
     res = invoke("run", "--models", "deepfm", *SYNTH, *FAST, "--set", "deepfm.mlp=[16]", "--set",
                  "deepfm.lr=0.005", "--results-dir", str(tmp_path), "--format", "json")
     assert res.exit_code == 0, res.output
     run = ResultStore(tmp_path).runs()[0]
-    assert run.config["model_params"] == {"mlp": [16]} and run.config["train"]["lr"] == 0.005
+    assert run.config["model"]["params"] == {"mlp": [16]} and run.config["train"]["lr"] == 0.005
 
 
 def test_interrupted_run_leaves_finished_runs_and_a_readable_store(tmp_path, small_data, monkeypatch):
@@ -80,8 +82,8 @@ def test_interrupted_run_leaves_finished_runs_and_a_readable_store(tmp_path, sma
         return original(*args, **kw)
 
     monkeypatch.setattr(runner_mod, "train", train_then_interrupt)
-    config = RunConfig(train=TrainConfig(epochs=1, progress=False), models=("fm", "deepfm"), fm_dim=8,
-                       device="cpu")
+    config = ExperimentConfig(train=TrainConfig(epochs=1), device="cpu",
+                              models=(ModelConfig("fm", embed_dim=8), ModelConfig("deepfm", embed_dim=8)))
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(config, store, data=small_data, log=lambda m: None)
     runs = ResultStore(tmp_path).runs()
@@ -94,22 +96,23 @@ def test_failed_run_is_recorded_with_reason_and_others_go_on(tmp_path, small_dat
 
     original = runner_mod.build_model
 
-    def poisoned(name, data, fm_dim, params):
-        model = original(name, data, fm_dim, params)
-        if name == "deepfm":
+    def poisoned(model_cfg, data):
+        model = original(model_cfg, data)
+        if model_cfg.name == "deepfm":
             with torch.no_grad():
                 model.bias.fill_(float("nan"))
         return model
 
     monkeypatch.setattr(runner_mod, "build_model", poisoned)
     store = ResultStore(tmp_path)
-    config = RunConfig(train=TrainConfig(epochs=1, progress=False), models=("deepfm", "fm"), fm_dim=8,
-                       device="cpu")
+    config = ExperimentConfig(train=TrainConfig(epochs=1), device="cpu",
+                              models=(ModelConfig("deepfm", embed_dim=8), ModelConfig("fm", embed_dim=8)))
     outcome = run_benchmark(config, store, data=small_data, log=lambda m: None)
     runs = store.runs()
     assert [(r.model, r.status) for r in runs] == [("deepfm", "failed"), ("fm", "finished")]
     assert "NaNLossError" in runs[0].reason and outcome.finished == [runs[1].id]
-    assert [(f.model, f.seed) for f in outcome.failures] == [("deepfm", 1)] and "NaNLossError" in outcome.failures[0].reason
+    assert [(f.model, f.seed) for f in outcome.failures] == [("deepfm", 1)]
+    assert "NaNLossError" in outcome.failures[0].reason
 
 
 def test_report_filters_and_plots(tmp_path):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from bench.stats import paired_permutation_test
+from bench.eval.stats import paired_permutation_test
 
 
 def exact_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,7 +52,7 @@ def test_deterministic_by_seed_symmetric_and_chunk_independent(monkeypatch):
     assert p == paired_permutation_test(b, a, n_permutations=5000, seed=9)  # two-sided
     assert p != paired_permutation_test(a, b, n_permutations=5000, seed=10)
     assert 1 / 5001 <= p <= 1.0
-    monkeypatch.setattr("bench.stats.SIGN_BLOCK", 41 * 7)  # many small chunks, ragged last one
+    monkeypatch.setattr("bench.eval.stats.SIGN_BLOCK", 41 * 7)  # many small chunks, ragged last one
     assert paired_permutation_test(a, b, n_permutations=5000, seed=9) == p
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import bench.trainer as trainer_mod
-from bench.evaluator import EvalResult
+import bench.train.trainer as trainer_mod
+from bench.config import EvalConfig, ModelConfig, TrainConfig
+from bench.eval.evaluator import EvalResult
 from bench.runner import build_model
-from bench.trainer import NaNLossError, TrainConfig, train
+from bench.train.trainer import NaNLossError, train
 
 CPU = torch.device("cpu")
 
@@ -28,14 +29,14 @@ def scripted_evaluate(values):
 
 def test_early_stopping_restores_a_deep_copy_of_the_best_epoch(small_data, monkeypatch):
     monkeypatch.setattr(trainer_mod, "evaluate", scripted_evaluate([0.1, 0.3, 0.2, 0.1, 0.05]))
-    model = build_model("deepfm", small_data, 8, {})
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
     snapshots = {}
 
     def snapshot(epoch, row):
         snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    cfg = TrainConfig(epochs=10, patience=2, batch_size=512, progress=False)
-    result = train(model, small_data, cfg, CPU, on_epoch=snapshot)
+    cfg = TrainConfig(epochs=10, patience=2, batch_size=512)
+    result = train(model, small_data, cfg, EvalConfig(), CPU, on_epoch=snapshot)
     assert result.best_epoch == 2 and result.epochs_run == 4
     final = model.state_dict()
     # with a shallow copy (state_dict().copy()) the "best" tensors would have kept training: epoch 4
@@ -45,18 +46,17 @@ def test_early_stopping_restores_a_deep_copy_of_the_best_epoch(small_data, monke
 
 
 def test_nan_loss_is_an_error_with_its_reason(small_data):
-    model = build_model("deepfm", small_data, 8, {})
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
     with torch.no_grad():
         model.bias.fill_(float("nan"))
     with pytest.raises(NaNLossError, match="loss became nan in epoch 1"):
-        train(model, small_data, TrainConfig(epochs=2, progress=False), CPU)
+        train(model, small_data, TrainConfig(epochs=2), EvalConfig(), CPU)
 
 
 def test_loss_falls_and_validation_is_recorded(small_data):
     torch.manual_seed(0)
-    model = build_model("deepfm", small_data, 8, {})
-    result = train(model, small_data, TrainConfig(epochs=4, patience=10, batch_size=128, lr=3e-3,
-                                                  progress=False), CPU)
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+    result = train(model, small_data, TrainConfig(epochs=4, patience=10, batch_size=128, lr=3e-3), EvalConfig(), CPU)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
     assert all("val_NDCG@10" in h and 0 <= h["val_NDCG@10"] <= 1 for h in result.history)
@@ -64,28 +64,32 @@ def test_loss_falls_and_validation_is_recorded(small_data):
     assert result.samples_per_s > 0
 
 
-def test_each_epoch_draws_new_negatives(small_data):
+def test_each_epoch_draws_new_negatives(small_data, monkeypatch):
     seen = []
-    original = trainer_mod._epoch_rows
+    original = trainer_mod.make_sampler
 
-    def spy(data, sampler, epoch, generator):
-        rows = original(data, sampler, epoch, generator)
-        seen.append(rows[1][rows[2] == 0][:, 0].clone())  # item ids of the negatives
-        return rows
+    def spying_sampler(config):
+        sampler = original(config)
+        draw = sampler.sample
 
-    trainer_mod._epoch_rows = spy
-    try:
-        model = build_model("fm", small_data, 8, {})
-        train(model, small_data, TrainConfig(epochs=2, patience=5, progress=False), CPU)
-    finally:
-        trainer_mod._epoch_rows = original
+        def sample(epoch):
+            drawn = draw(epoch)
+            seen.append(drawn.items[drawn.labels == 0].clone())  # item rows of the negatives
+            return drawn
+
+        sampler.sample = sample
+        return sampler
+
+    monkeypatch.setattr(trainer_mod, "make_sampler", spying_sampler)
+    model = build_model(ModelConfig("fm", embed_dim=8), small_data)
+    train(model, small_data, TrainConfig(epochs=2, patience=5), EvalConfig(), CPU)
     assert len(seen) == 2 and not torch.equal(seen[0].sort().values, seen[1].sort().values)
 
 
 def test_adam_falls_back_to_the_default_kernel_where_fused_is_missing(small_data, monkeypatch):
     """Fused Adam is used where torch has it; a torch or device without it still trains, same rule."""
-    model = build_model("deepfm", small_data, 8, {})
-    cfg = TrainConfig(lr=2e-3, weight_decay=1e-4, progress=False)
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+    cfg = TrainConfig(lr=2e-3, weight_decay=1e-4)
     first = trainer_mod.make_adam(model, cfg)
     has_cpu_fused = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 4)
     assert bool(first.defaults.get("fused")) == has_cpu_fused
@@ -102,7 +106,7 @@ def test_adam_falls_back_to_the_default_kernel_where_fused_is_missing(small_data
     assert not plain.defaults.get("fused") and plain.defaults["lr"] == 2e-3
     assert plain.defaults["weight_decay"] == 1e-4
     torch.manual_seed(0)
-    result = train(model, small_data, TrainConfig(epochs=3, batch_size=128, lr=3e-3, progress=False), CPU)
+    result = train(model, small_data, TrainConfig(epochs=3, batch_size=128, lr=3e-3), EvalConfig(), CPU)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
@@ -115,7 +119,8 @@ def test_a_bad_validation_metric_is_refused_before_training(metric):
 @pytest.mark.parametrize("metric", ["MRR", "HR@20"])
 def test_early_stopping_can_follow_another_validation_metric(small_data, metric):
     torch.manual_seed(0)
-    model = build_model("deepfm", small_data, 8, {})
-    result = train(model, small_data, TrainConfig(epochs=2, batch_size=128, val_metric=metric, progress=False), CPU)
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+    result = train(model, small_data, TrainConfig(epochs=2, batch_size=128, val_metric=metric), EvalConfig(),
+                   CPU)
     values = [h[f"val_{metric}"] for h in result.history]
     assert result.best_value == max(values) and result.best_epoch == 1 + values.index(max(values))

@@ -12,19 +12,20 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-import bench.tuner as tuner_mod
+import bench.tune.study as tuner_mod
 from bench.cli import main
-from bench.runner import DataConfig, RunConfig
-from bench.trainer import TrainConfig
-from bench.tuner import TuneConfig, best_params_path, check_storage, load_best_params, save_best, tune
+from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from bench.tune.best import best_params_path, load_best_params, save_best
+from bench.tune.storage import check_storage
+from bench.tune.study import TuneConfig, tune
 
 SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
 
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = RunConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS),
-                    train=TrainConfig(epochs=1, progress=False))
-    return replace(TuneConfig(run=run, model="fm", trials=1, results_dir=str(tmp_path / "results"),
+    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
+                           models=(ModelConfig("fm"),))
+    return replace(TuneConfig(experiment=run, model=ModelConfig("fm"), trials=1, results_dir=str(tmp_path / "results"),
                               progress=False, threads=1), **kw)
 
 
@@ -141,14 +142,15 @@ def test_tune_on_csv_with_a_relative_path_writes_best_params_inside_and_run_find
     data = DataConfig(dataset="csv", options={"interactions": "../../x.csv", "timestamp_col": "timestamp"},
                       threshold=1.0)
     params = load_best_params("best", "r", data, ("fm",))
-    assert params["fm"]["registry_model"] == "fm" and json.loads(written[0].read_text())["dataset"] == data.label()
+    assert params["fm"][0] == "fm" and json.loads(written[0].read_text())["dataset"] == data.label()
 
 
 def test_save_best_and_load_best_params_agree_on_the_new_name(tmp_path):
-    cfg = config(tmp_path, run=RunConfig(data=DataConfig(dataset="csv", options={"interactions": "../../x.csv"})))
+    data = DataConfig(dataset="csv", options={"interactions": "../../x.csv"})
+    cfg = config(tmp_path, experiment=ExperimentConfig(data=data, models=(ModelConfig("fm"),)))
     study = optuna.create_study(direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.3, user_attrs={"run_params": json.dumps({"lr": 0.01}),
                                                                      "registry_model": "fm"}))
     path = save_best(study, cfg)
     assert path.resolve().parent == (tmp_path / "results" / "best_params").resolve()
-    assert load_best_params("best", cfg.results_dir, cfg.run.data, ("fm",))["fm"]["lr"] == 0.01
+    assert load_best_params("best", cfg.results_dir, cfg.experiment.data, ("fm",))["fm"][1]["lr"] == 0.01

@@ -19,10 +19,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-import bench.tuner as tuner_mod
-from bench.runner import DataConfig, RunConfig
-from bench.trainer import TrainConfig
-from bench.tuner import TuneConfig, counts, finished, lost, open_study, tune
+import bench.tune.storage as storage_mod
+import bench.tune.study as tuner_mod
+from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from bench.tune.study import TuneConfig, counts, finished, lost, open_study, tune
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -34,9 +34,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = RunConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS),
-                    train=TrainConfig(epochs=1, progress=False))
-    base = TuneConfig(run=run, model="fm", trials=2, results_dir=str(tmp_path), progress=False, threads=1)
+    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
+                           models=(ModelConfig("fm"),))
+    base = TuneConfig(experiment=run, model=ModelConfig("fm"), trials=2, results_dir=str(tmp_path), progress=False,
+                      threads=1)
     return replace(base, **kw)
 
 
@@ -59,8 +60,8 @@ def test_what_counts_toward_the_budget():
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_silent_trial_is_failed_with_its_reason_queued_again_and_the_budget_still_met(tmp_path, monkeypatch,
                                                                                        kind):
-    monkeypatch.setattr(tuner_mod, "GRACE_S", 1)
-    monkeypatch.setattr(tuner_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(storage_mod, "GRACE_S", 1)
+    monkeypatch.setattr(storage_mod, "HEARTBEAT_S", 1)
     cfg = config(tmp_path, storage=storage_url(tmp_path, kind), trials=2)
     study = open_study(cfg)
     dead = study.ask()  # a worker elsewhere started this trial, beat once, and died
@@ -89,11 +90,11 @@ def test_a_silent_trial_is_failed_with_its_reason_queued_again_and_the_budget_st
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_lost_again_and_again_fails_for_good_and_counts(tmp_path, monkeypatch):
-    monkeypatch.setattr(tuner_mod, "GRACE_S", 1)
+    monkeypatch.setattr(storage_mod, "GRACE_S", 1)
     study = open_study(config(tmp_path))
     dead = study.ask()
     dead.suggest_int("num_negatives", 1, 8)
-    study._storage.set_trial_system_attr(dead._trial_id, "retry_history", list(range(tuner_mod.MAX_RETRIES)))
+    study._storage.set_trial_system_attr(dead._trial_id, "retry_history", list(range(storage_mod.MAX_RETRIES)))
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
@@ -109,15 +110,15 @@ def test_a_live_worker_whose_trial_was_declared_lost_goes_on(tmp_path, monkeypat
     original = tuner_mod.train
     calls = {"n": 0}
 
-    def declared_lost_meanwhile(model, data, train_cfg, device, on_epoch=None):
+    def declared_lost_meanwhile(model, data, train_cfg, evaluation, device, on_epoch=None):
         calls["n"] += 1
         if calls["n"] == 1:
             other = open_study(cfg)  # what another worker does to a silent trial
             (running,) = other.get_trials(states=(TrialState.RUNNING,))
-            tuner_mod._mark_lost(other._storage, [running._trial_id])
+            storage_mod._mark_lost(other._storage, [running._trial_id])
             other._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
-            tuner_mod._retry_lost(other, other._storage.get_trial(running._trial_id))
-        return original(model, data, train_cfg, device, on_epoch=on_epoch)
+            storage_mod._retry_lost(other, other._storage.get_trial(running._trial_id))
+        return original(model, data, train_cfg, evaluation, device, on_epoch=on_epoch)
 
     monkeypatch.setattr(tuner_mod, "train", declared_lost_meanwhile)
     study = tune(cfg)
@@ -202,7 +203,7 @@ def assert_exactly(study: optuna.Study, trials: int, killed: set[int]) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_kill_9_of_one_worker_mid_trial_the_survivor_retries_it_and_finishes_exactly(tmp_path, kind):
     url = storage_url(tmp_path, kind)
-    storage = tuner_mod._storage(url)  # created before the workers: the test only reads through it
+    storage = storage_mod.open_storage(url)  # created before the workers: the test only reads through it
     cmd = tune_cmd(tmp_path, url, 6)
     victim, survivor = (start(cmd, tmp_path / f"worker{i}.log") for i in range(2))
     try:
@@ -225,7 +226,7 @@ def test_kill_9_of_one_worker_mid_trial_the_survivor_retries_it_and_finishes_exa
 
 def test_n_jobs_helpers_exit_when_the_parent_is_killed_and_a_rerun_finishes_exactly(tmp_path):
     url = storage_url(tmp_path, "sqlite")
-    storage = tuner_mod._storage(url)
+    storage = storage_mod.open_storage(url)
     parent = start(tune_cmd(tmp_path, url, 4, "--n-jobs", "2"), tmp_path / "parent.log")
     try:
         helper_trials = wait_for(lambda: mid_trial(storage, lambda pid: pid != parent.pid), 120,

@@ -13,13 +13,14 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-import bench.trainer as trainer_mod
-import bench.tuner as tuner_mod
+import bench.train.trainer as trainer_mod
+import bench.tune.storage as storage_mod
+import bench.tune.study as tuner_mod
 from bench.cli import main
-from bench.evaluator import EvalResult
-from bench.runner import DataConfig, RunConfig
-from bench.trainer import TrainConfig
-from bench.tuner import TuneConfig, load_best_params, open_study, tune
+from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from bench.eval.evaluator import EvalResult
+from bench.tune.best import load_best_params
+from bench.tune.study import TuneConfig, open_study, tune
 
 SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
 SYNTH = ["--dataset", "synthetic"] + [a for k, v in SYNTH_OPTS.items() for a in ("--dataset-opt", f"{k}={v}")]
@@ -27,9 +28,10 @@ FAST = ["--epochs", "1", "--no-progress", "--threads", "1"]
 
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = RunConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS),
-                    train=TrainConfig(epochs=1, progress=False))
-    base = TuneConfig(run=run, model="fm", trials=3, results_dir=str(tmp_path), progress=False, threads=1)
+    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
+                           models=(ModelConfig("fm"),))
+    base = TuneConfig(experiment=run, model=ModelConfig("fm"), trials=3, results_dir=str(tmp_path), progress=False,
+                      threads=1)
     return replace(base, **kw)
 
 
@@ -43,7 +45,7 @@ def test_study_completes_saves_best_params_and_resumes(tmp_path):
     assert "| trial" in text and "best_params" in text
     saved = json.loads((tmp_path / "best_params" / "synthetic[n_interactions=3000,n_items=90,n_users=60]-fm.json")
                        .read_text())
-    assert saved["model"] == "fm" and {"lr", "weight_decay", "num_negatives", "fm_dim"} <= set(saved["params"])
+    assert saved["model"] == "fm" and {"lr", "weight_decay", "num_negatives", "embed_dim"} <= set(saved["params"])
     study = open_study(config(tmp_path))
     first = {t.number: t.params for t in study.get_trials()}
     assert len(first) == 3
@@ -55,8 +57,8 @@ def test_study_completes_saves_best_params_and_resumes(tmp_path):
     assert len(trials) == 5 and {t.number: t.params for t in trials if t.number < 3} == first
     assert all(t.state == TrialState.COMPLETE for t in trials)
     # --params best feeds the tuned configuration to bench run
-    params = load_best_params("best", str(tmp_path), config(tmp_path).run.data, ("fm", "neumf"))
-    assert set(params) == {"fm"} and params["fm"]["registry_model"] == "fm"
+    params = load_best_params("best", str(tmp_path), config(tmp_path).experiment.data, ("fm", "neumf"))
+    assert set(params) == {"fm"} and params["fm"][0] == "fm"  # (plugin, params)
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -92,7 +94,7 @@ def test_two_worker_processes_share_one_study_exactly(tmp_path, storage):
                for _ in range(2)]
     outs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outs
-    study = optuna.load_study(study_name="shared-fm-cpu", storage=tuner_mod._storage(url))
+    study = optuna.load_study(study_name="shared-fm-cpu", storage=storage_mod.open_storage(url))
     real = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
     assert len(real) == 6 and all(t.state == TrialState.COMPLETE for t in real)
     # no configuration was trained twice, and no trial was left behind running
@@ -129,7 +131,7 @@ def test_pruning_prunes_a_hopeless_trial(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_mod, "evaluate", scripted)
     cfg = config(tmp_path, trials=4, pruner_startup=2)
-    cfg = replace(cfg, run=replace(cfg.run, train=TrainConfig(epochs=3, patience=10, progress=False)))
+    cfg = replace(cfg, experiment=replace(cfg.experiment, train=TrainConfig(epochs=3, patience=10)))
     study = tune(cfg)
     states = [t.state for t in sorted(study.get_trials(), key=lambda t: t.number)]
     assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]

@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 import registry
-from bench.data.split import TEST, TRAIN, VAL, temporal_split
-from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs
 from bench.data.encoding import Encoder
 from bench.data.features import SIDES, FeatureSpec
+from bench.data.split import TEST, TRAIN, VAL, temporal_split
+from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs
 
 ID_COLUMNS = {"user": "user_id", "item": "item_id"}
 

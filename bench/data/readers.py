@@ -440,11 +440,3 @@ def take_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str
         raise DataFormatError(f"dataset {dataset!r} got unknown option(s) {unknown}; it takes: "
                               f"data_dir, cache_dir, download, {', '.join(defaults)}")
     return {**defaults, **options}
-
-
-def split_list(value: str | Sequence[str] | None) -> list[str]:
-    """An option given as 'a,b' or ['a', 'b'] (or None) as a list of names."""
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [v.strip() for v in items if v.strip()]

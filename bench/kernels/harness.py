@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import click
 import numpy as np
 import torch
 from tabulate import tabulate
@@ -404,75 +403,6 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
 
 def record(rows: list[dict[str, Any]], config: KernelConfig, results_dir: Path) -> int:
     """Record rows in the results store; returns the batch id."""
-    from bench.store import ResultStore
+    from bench.results.store import ResultStore
 
     return ResultStore(results_dir).record_kernel(rows, {**asdict(config), "torch": torch.__version__})
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _parse_choices(known: tuple[str, ...], allow_all: bool) -> Callable[..., tuple[str, ...]]:
-    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-        names = _split(value)
-        if allow_all and names == ["all"]:
-            return known
-        unknown = [n for n in names if n not in known]
-        if unknown or not names:
-            expected = ("'all' or " if allow_all else "") + "a comma list of " + ", ".join(known)
-            raise click.BadParameter(f"got {value!r}; expected {expected}")
-        return tuple(dict.fromkeys(names))
-
-    return parse
-
-
-def _parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        batches = tuple(int(part) for part in _split(value))
-    except ValueError:
-        batches = ()
-    if not batches or min(batches) < 1:
-        raise click.BadParameter(f"got {value!r}; expected a comma list of positive integers, e.g. 4096,65536")
-    return batches
-
-
-@click.command("kernel")
-@click.option("--impl", "impls", default=",".join(DEFAULT_IMPLS), show_default=True,
-              callback=_parse_choices(tuple(IMPLEMENTATIONS), allow_all=True),
-              help=f"'all' or a comma list of: {', '.join(IMPLEMENTATIONS)} (naive, the slow reference, is "
-                   "always used to check the others, and timed only when named).")
-@click.option("--batch", "batches", default="4096,65536", show_default=True, callback=_parse_batches,
-              help="Comma list of batch sizes.")
-@click.option("--fields", default=24, show_default=True, type=click.IntRange(min=1), help="Fields F.")
-@click.option("--dim", default=16, show_default=True, type=click.IntRange(min=1), help="Embedding dim D.")
-@click.option("--dtype", "dtypes", default="float32,bfloat16", show_default=True,
-              callback=_parse_choices(tuple(DTYPES), allow_all=False), help="Comma list of dtypes.")
-@click.option("--devices", default="cpu,cuda,mps", show_default=True,
-              callback=_parse_choices(DEVICES, allow_all=False),
-              help="Comma list of devices; unavailable ones are reported and skipped.")
-@click.option("--backward/--no-backward", default=True, show_default=True, help="Also time forward+backward.")
-@click.option("--repeat", default=20, show_default=True, type=click.IntRange(min=1), help="Timed repetitions.")
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed calls first.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="torch CPU threads (default: torch's).")
-@click.option("--check-rows", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="Rows checked against naive before timing.")
-@click.option("--copy-mb", default=256, show_default=True, type=click.IntRange(min=1),
-              help="MiB per buffer of the bandwidth-measuring copy.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random embeddings.")
-@click.option("--format", "fmt", default="github", show_default=True,
-              type=click.Choice(["github", "json", "csv"]), help="Output format.")
-@click.option("--results-dir", default="results", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Where the results store lives.")
-def kernel_command(fmt: str, results_dir: Path, **options: Any) -> None:
-    """FM interaction throughput per implementation, as GB/s and % of the measured copy bandwidth."""
-    config = KernelConfig(**options)
-    try:
-        rows = run_kernel_bench(config, log=lambda message: click.echo(message, err=True))
-    except ImplementationMismatch as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not rows:
-        raise click.ClickException("nothing was measured: every device or implementation was skipped")
-    click.echo(format_rows(rows, fmt))
-    batch = record(rows, config, results_dir)
-    click.echo(f"recorded as kernel batch {batch} in {results_dir}", err=True)

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 import registry
+from bench.config import check_number, comma_list
 from bench.data.features import FeatureSpec
 from bench.nn.embedding import Embedded
-from bench.nn.layers import MLP, Term, check_number, parse_widths
+from bench.nn.layers import MLP, Term, parse_widths
 from bench.nn.model import EmbeddingModel
 
 MLP_CHOICES = ["64,32", "128,64", "128,64,32", "256,128,64"]
@@ -27,8 +28,7 @@ MLP_CHOICES = ["64,32", "128,64", "128,64,32", "256,128,64"]
 
 def interaction_names(interactions: Sequence[str] | str) -> tuple[str, ...]:
     """("fm", "cin") or "fm,cin" -> ("fm", "cin"); a name given twice is an error."""
-    parts = interactions.split(",") if isinstance(interactions, str) else interactions
-    names = tuple(str(p).strip() for p in parts if str(p).strip())
+    names = tuple(comma_list(interactions))
     if len(set(names)) != len(names):
         raise ValueError(f"interactions: each layer may appear once, got {list(names)}")
     return names

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bench.config import check_number
 from bench.data.features import FeatureSpec, FieldSpec
-from bench.nn.layers import check_number
 from bench.nn.pairs import Pairs
 
 

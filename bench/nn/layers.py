@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from bench.config import check_number, comma_list
 from bench.nn.pairs import Pairs
 
 
@@ -20,12 +21,7 @@ def parse_widths(value: Sequence[int] | int | str | None, option: str, allow_emp
     None, "" or () mean no layer where `allow_empty`; anything else not positive ints is an error naming
     the option.
     """
-    if value is None or (isinstance(value, str) and not value.strip()):
-        parts: list = []
-    elif isinstance(value, str):
-        parts = value.split(",")
-    else:
-        parts = [value] if isinstance(value, int) else list(value)
+    parts = [value] if isinstance(value, int) else comma_list(value)
     try:
         widths = tuple(int(p) for p in parts)
         valid = all(w >= 1 for w in widths) and (allow_empty or bool(widths))
@@ -34,28 +30,6 @@ def parse_widths(value: Sequence[int] | int | str | None, option: str, allow_emp
     if not valid:
         raise ValueError(f"{option}: expected positive widths such as (128, 64) or '128,64', got {value!r}")
     return widths
-
-
-def check_number(option: str, value: object, *, low: float | None = None, high: float | None = None,
-                 integer: bool = False, high_open: bool = False) -> float:
-    """A hyperparameter checked for type and range, or a ValueError naming it and what was expected:
-    `check_number("dropout", v, low=0, high=1, high_open=True)` takes 0.2, refuses 'abc', 2 and True."""
-    kind = "an integer" if integer else "a number"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = number and (not integer or float(value).is_integer()) and value == value  # NaN is not a number here
-    if ok and low is not None:
-        ok = value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        if low is not None and high is not None:
-            span = f" in [{low:g}, {high:g}{')' if high_open else ']'}"
-        elif low is not None:
-            span = f" >= {low:g}"
-        else:
-            span = f" <= {high:g}" if high is not None else ""
-        raise ValueError(f"{option}: expected {kind}{span}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 class MLP(nn.Module):

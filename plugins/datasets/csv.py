@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from bench.config import comma_list
 from bench.data.base import DatasetPlugin
-from bench.data.readers import DataFormatError, Table, read_table, split_list, take_options
+from bench.data.readers import DataFormatError, Table, read_table, take_options
 from bench.data.types import ColumnSchema, DatasetFrames
 
 QUOTE = '"'
@@ -41,7 +42,7 @@ class CsvDataset(DatasetPlugin):
         if not opts["interactions"]:
             raise DataFormatError("dataset 'csv': option interactions (the path of the interactions file) "
                                   "is required")
-        multi, numeric = split_list(opts["multi_columns"]), split_list(opts["numeric_columns"])
+        multi, numeric = comma_list(opts["multi_columns"]), comma_list(opts["numeric_columns"])
         if set(multi) & set(numeric):
             raise DataFormatError(f"dataset 'csv': {sorted(set(multi) & set(numeric))} named in both "
                                   "multi_columns and numeric_columns")

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.config import check_number
 from bench.data.features import FeatureSpec
 from bench.nn.embedding import FeatureEmbedding
-from bench.nn.layers import MLP, check_number, parse_widths
+from bench.nn.layers import MLP, parse_widths
 from bench.nn.model import RankingModel
 from bench.nn.pairs import Pairs
 

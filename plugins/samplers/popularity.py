@@ -26,6 +26,11 @@ class PopularitySampler(UniformSampler):
             raise ValueError(f"popularity sampler: option alpha must be a finite number >= 0, got {alpha!r}")
         self.alpha = float(alpha)
 
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """What `bench tune --sweep sampler` tries for this sampler (options named '<sampler>.<option>')."""
+        return {"popularity.alpha": trial.suggest_float("popularity.alpha", 0.25, 1.0)}
+
     def _fit_proposal(self, data: InteractionData) -> np.ndarray:
         weights = np.power(data.item_counts().astype(float), self.alpha)
         weights[0] = 0.0  # the unknown row

@@ -18,8 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.stats import paired_permutation_test
-from bench.store import Run
+from bench.eval.stats import paired_permutation_test
+from bench.results.store import Run
 
 FORMATS = ("github", "latex", "csv", "json")
 _METRIC_ORDER = ("HR", "NDCG", "Recall", "MAP")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from bench.store import Run
-from bench.tables import leaderboard_rows
+from bench.results.store import Run
+from bench.results.tables import leaderboard_rows
 
 
 def write_plots(runs: list[Run], out_dir: Path) -> list[Path]:

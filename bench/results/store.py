@@ -5,8 +5,8 @@ ends: 'finished' with its metrics, 'failed' with the reason (NaN loss, out of me
 'interrupted' (Ctrl-C, SIGTERM). A crash therefore never leaves a half-written row, and finished runs are
 never touched again. A run left 'running' by a process that died without a word (SIGKILL, power loss)
 is recognised by its host, pid and the pid's start time the next time the store is opened on that
-host, and marked 'interrupted' with the reason. Per-user metric values are kept (compressed numpy) so significance tests can be rebuilt
-from the store alone.
+host, and marked 'interrupted' with the reason. Per-user metric values are kept (compressed numpy) so
+significance tests can be rebuilt from the store alone.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS kernel_rows (
     row TEXT NOT NULL
 );
 """
+
+
+ADDED_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("pid_started", "TEXT"), ("notes", "TEXT"))
 
 
 @dataclass
@@ -183,8 +186,8 @@ class ResultStore:
                 with conn:
                     conn.executescript(SCHEMA)
                     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-                    for column, kind in (("host", "TEXT"), ("pid", "INTEGER"), ("pid_started", "TEXT"), ("notes", "TEXT")):
-                        if column not in columns:  # a store written before runs recorded their process
+                    for column, kind in ADDED_COLUMNS:
+                        if column not in columns:  # a store written before runs recorded these
                             conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
             finally:
                 conn.close()

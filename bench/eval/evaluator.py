@@ -8,8 +8,8 @@ sampled  the held-out item against `num_negatives` items the user never interact
          fixed seed (the NCF protocol: cheaper, but optimistic and not comparable with `full`).
 
 Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), in user chunks sized
-so one chunk's pair embeddings stay around 16 MB; rank counts come from `bench.metrics.rank_counts`
-and metrics from `bench.metrics.ranking_metrics`, so tie handling is one explicit policy.
+so one chunk's pair embeddings stay around 16 MB; rank counts come from `bench.eval.metrics.rank_counts`
+and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one explicit policy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.types import InteractionData, Pairs
-from bench.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
+from bench.device import flush_denormal
+from bench.eval.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
 from bench.nn.model import RankingModel
 
 PROTOCOLS = ("full", "sampled")
@@ -65,6 +66,7 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
     device = torch.device(device)
     _check_model_device(model, device)
 
+    flush_denormal()
     start = time.perf_counter()
     was_training = model.training
     model.eval()

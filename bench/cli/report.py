@@ -1,0 +1,76 @@
+"""`bench report`: the tables (and plots) rebuilt from the results store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from bench.cli.common import RESULTS_DIR, comma_option, fail, guard, tables, write_page
+from bench.cli.run import METRICS_HELP
+from bench.config import PROTOCOLS
+from bench.eval.metrics import TIE_POLICIES
+from bench.results.tables import FORMATS
+
+
+@click.command()
+@click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--dataset", default=None, help="only runs on this dataset label")
+@click.option("--models", default=None, callback=comma_option(str), help="only these models")
+@click.option("--since", default=None, help="only runs started on/after this date (YYYY-MM-DD)")
+@click.option("--ids", default=None, callback=comma_option(int), help="only these run ids")
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=None, help="only runs of this protocol")
+@click.option("--ties", type=click.Choice(TIE_POLICIES), default=None, help="only runs of this tie policy")
+@click.option("--baseline", default="neumf", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
+              help="table format; json and csv carry every metric")
+@click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
+def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
+           ids: tuple[int, ...] | None, protocol: str | None, ties: str | None, baseline: str, fmt: str,
+           metrics: tuple[str, ...] | None, output: str | None, plot: bool) -> None:
+    """Rebuild the tables (and plots) from the results store."""
+    from tabulate import tabulate
+
+    from bench.results.pages import leaderboard_sections
+    from bench.results.store import DB_NAME, ResultStore, check_writable_file
+
+    if not (Path(results_dir) / DB_NAME).exists():
+        fail(f"no results store at {Path(results_dir) / DB_NAME}; run `bench run` first")
+    since_ts = None
+    if since:
+        try:
+            since_ts = datetime.strptime(since, "%Y-%m-%d").timestamp()
+        except ValueError:
+            fail(f"--since {since!r}: expected a date YYYY-MM-DD")
+    if output:
+        guard(lambda: check_writable_file(output, "--output"))
+    store = guard(lambda: ResultStore(results_dir))
+    matching = [r for r in store.runs(dataset=dataset, models=list(models) if models else None, since=since_ts,
+                                      ids=list(ids) if ids else None)
+                if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
+    runs = [r for r in matching if r.status == "finished"]
+    unfinished = [[r.id, r.model, r.seed, r.status, (r.reason or "")[:100]] for r in matching if r.status != "finished"]
+    if unfinished:  # failed, interrupted (Ctrl-C, SIGTERM, or a process found dead) or still running
+        click.echo("runs that did not finish (not in the tables):\n"
+                   + tabulate(unfinished, headers=["id", "model", "seed", "status", "reason"], tablefmt="github"),
+                   err=True)
+    if not runs:
+        fail("no finished runs match these filters")
+    labels = {r.dataset for r in runs}
+    if len(labels) > 1:
+        fail(f"runs from several datasets ({', '.join(sorted(labels))}); choose one with --dataset")
+    setups = {(r.protocol, r.ties, r.num_negatives) for r in runs}
+    if len(setups) > 1:  # never average a full-ranking run with a sampled one
+        listed = "; ".join(f"protocol {p}, ties {t}" + (f", {n} negatives" if n else "") for p, t, n in setups)
+        fail(f"runs under different evaluation setups ({listed}); choose with --protocol / --ties / --ids")
+    click.echo(guard(lambda: tables(runs, baseline, fmt, metrics)))
+    if output:
+        write_page(Path(output), f"{runs[0].dataset} leaderboard", leaderboard_sections(runs, baseline, metrics))
+    if plot:
+        from bench.results.plots import write_plots
+
+        for path in guard(lambda: write_plots(runs, Path(results_dir) / "plots")):
+            click.echo(f"wrote {path}", err=True)

@@ -1,0 +1,114 @@
+"""`bench run`: train and test models over seeds; the leaderboard and the comparison with the baseline."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.cli.common import (
+    comma_option,
+    data_options,
+    experiment_parts,
+    guard,
+    progress_mode,
+    tables,
+    train_options,
+    write_page,
+)
+from bench.config import ExperimentConfig, ModelConfig, apply_sets
+from bench.device import set_threads
+from bench.results.tables import FORMATS
+
+METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR@10,NDCG@10,MRR]"
+
+
+@click.command()
+@click.option("--models", default="deepfm,xdeepfm,neumf", show_default=True, callback=comma_option(str),
+              help="model plugins to compare (bench list model)")
+@click.option("--seeds", default="1", show_default=True, callback=comma_option(int),
+              help="comma list of seeds; each model trains once per seed")
+@click.option("--baseline", default="neumf", show_default=True, help="model every other is compared with")
+@click.option("--interactions", default=None, help="also run a `composed` model of these interaction plugins")
+@click.option("--set", "sets", multiple=True, metavar="MODEL.PARAM=VALUE",
+              help="override a hyperparameter, e.g. deepfm.dropout=0.1, train.lr=2e-3 (repeatable)")
+@click.option("--params", "params_path", default=None,
+              help="tuned params: 'best' (from bench tune, under the results dir) or a JSON file")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
+              help="table format; json and csv carry every metric")
+@click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@data_options
+@train_options
+def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
+        sets: tuple[str, ...], params_path: str | None, fmt: str, metrics: tuple[str, ...] | None,
+        output: str | None, **kw: Any) -> None:
+    """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
+
+    Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
+    ones that finished, and a summary names the failed ones and why), 2 when the input was refused
+    before any work, 130 / 143 when interrupted by Ctrl-C / SIGTERM.
+    """
+    from bench.interrupts import exit_code, sigterm_as_interrupt
+    from bench.results.store import ResultStore, check_results_dir, check_writable_file
+    from bench.runner import check_config, load_data, run_benchmark
+
+    set_threads(kw.pop("threads"))
+    bars, lines = progress_mode(kw.pop("progress"))
+    data_cfg, train_cfg, eval_cfg = experiment_parts(kw)
+    results_dir = kw.pop("results_dir")
+    guard(lambda: check_results_dir(results_dir))
+    if output:
+        guard(lambda: check_writable_file(output, "--output"))
+    config = guard(lambda: ExperimentConfig(
+        data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
+        models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets)))
+    guard(lambda: check_config(config))
+    data = guard(lambda: load_data(config.data))  # before the store: a failed load writes nothing
+    store = guard(lambda: ResultStore(results_dir))
+    started = time.perf_counter()
+    try:
+        with sigterm_as_interrupt():
+            outcome = guard(lambda: run_benchmark(config, store, data=data, log=lambda m: click.echo(m, err=True),
+                                                  epoch_lines=lines, progress=bars))
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in {store.path}",
+                   err=True)
+        sys.exit(exit_code(exc))
+    runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
+    if runs:
+        from bench.results.pages import leaderboard_sections
+
+        click.echo(guard(lambda: tables(runs, baseline, fmt, metrics)))
+        if output:
+            guard(lambda: write_page(Path(output), f"{data_cfg.label()} leaderboard",
+                                     leaderboard_sections(runs, baseline, metrics)), click.ClickException)
+    requested = len(config.models) * len(config.seeds)
+    click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs finished, "
+               f"recorded in {store.path}", err=True)
+    if outcome.failures:
+        failed = [f"  {f.model} seed {f.seed}: {f.reason}" for f in outcome.failures]
+        click.echo(f"{len(outcome.failures)} of {requested} runs FAILED (recorded as failed in the store):\n"
+                   + "\n".join(failed), err=True)
+        sys.exit(1)
+
+
+def _models(names: tuple[str, ...], embed_dim: int, interactions: str | None, params_path: str | None,
+            baseline: str, results_dir: str, data_cfg: Any, sets: tuple[str, ...]) -> tuple[ModelConfig, ...]:
+    """The models of the run, in the configuration's precedence: --models with the command line's embedding dim,
+    `composed` for --interactions, NAME:tuned from --params (next to NAME and the baseline), then --set."""
+    models = {name: ModelConfig(name, embed_dim=embed_dim) for name in names}
+    if interactions:
+        composed = models.get("composed", ModelConfig("composed", embed_dim=embed_dim))
+        models["composed"] = composed.with_params({"interactions": interactions})
+    if params_path:
+        from bench.tune.best import load_best_params
+
+        for name, (plugin, params) in load_best_params(params_path, results_dir, data_cfg, tuple(models)).items():
+            tuned = ModelConfig(f"{name}:tuned", plugin=plugin, embed_dim=embed_dim).with_params(params)
+            models[tuned.name] = tuned
+        models.setdefault(baseline, ModelConfig(baseline, embed_dim=embed_dim))
+    return apply_sets(tuple(models.values()), sets)

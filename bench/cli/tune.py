@@ -1,0 +1,111 @@
+"""`bench tune`: Optuna studies on the validation split; the best params for `bench run --params best`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+import registry
+from bench.cli.common import (
+    comma_option,
+    data_options,
+    experiment_parts,
+    fail,
+    guard,
+    progress_mode,
+    train_options,
+    write_page,
+)
+from bench.config import ExperimentConfig, ModelConfig
+from bench.tune.space import SWEEPS
+
+_OBJECTIVES = {"hr": "HR", "ndcg": "NDCG", "recall": "Recall", "map": "MAP", "mrr": "MRR"}
+
+
+def _objective(ctx: Any, param: Any, value: str) -> str:
+    name, _, k = value.partition("@")
+    if name.lower() not in _OBJECTIVES or (name.lower() != "mrr" and not k.isdigit()):
+        raise click.BadParameter(f"{value!r}: expected e.g. ndcg@10, hr@20, recall@10, map@10 or mrr")
+    return _OBJECTIVES[name.lower()] + (f"@{k}" if k else "")
+
+
+@click.command()
+@click.option("--models", default="deepfm,xdeepfm,neumf", show_default=True, callback=comma_option(str),
+              help="models to tune, each with the same budget")
+@click.option("--trials", default=50, show_default=True, type=click.IntRange(min=1),
+              help="finished trials wanted in each study")
+@click.option("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+@click.option("--storage", default=None, help="Optuna storage URL (default: SQLite under the results dir); "
+              "a path ending .log/.journal is a journal file")
+@click.option("--study", default=None, help="study name prefix (default: dataset-model-device)")
+@click.option("--n-jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="worker processes on this machine")
+@click.option("--devices", default=None, callback=comma_option(str), help="sweep the same space on each device")
+@click.option("--sweep", default="", callback=comma_option(str),
+              help="plugin choices to sweep: interactions,sampler (the installed plugins of that kind)")
+@click.option("--objective", default="ndcg@10", show_default=True, callback=_objective,
+              help="validation metric to maximise")
+@click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
+@data_options
+@train_options
+def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
+         n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
+         seed: int, output: str | None, **kw: Any) -> None:
+    """Tune models with Optuna on the validation split; save the best params for `bench run --params best`."""
+    from tabulate import tabulate
+
+    from bench.device import resolve_device
+    from bench.results.store import check_results_dir, check_writable_file
+    from bench.tune.best import save_best
+    from bench.tune.storage import check_storage
+    from bench.tune.study import TuneConfig, best_rows, summary
+    from bench.tune.study import tune as run_study
+
+    unknown = [s for s in sweep if s not in SWEEPS]
+    if unknown:
+        fail(f"--sweep {','.join(unknown)}: expected some of {', '.join(SWEEPS)}")
+    threads, results_dir = kw.pop("threads"), kw.pop("results_dir")
+    bars = progress_mode(kw.pop("progress"))[0]
+    data_cfg, train_cfg, eval_cfg = experiment_parts(kw)
+    guard(lambda: check_results_dir(results_dir))
+    guard(lambda: check_storage(storage))
+    if output:
+        guard(lambda: check_writable_file(output, "--output"))
+    experiment = guard(lambda: ExperimentConfig(
+        data=data_cfg, train=train_cfg, eval=eval_cfg, device=kw["device"],
+        models=tuple(ModelConfig(name, embed_dim=kw["embed_dim"]) for name in models)))
+    for model in experiment.models:
+        guard(lambda model=model: registry.get("model", model.plugin))
+    device_names = [guard(lambda d=d: str(resolve_device(d))) for d in devices or (kw["device"],)]
+    sections = []
+    for device in device_names:
+        for model in experiment.models:
+            cfg = TuneConfig(experiment=experiment, model=model, trials=trials, timeout=timeout, storage=storage,
+                             study=study, n_jobs=n_jobs, threads=threads, device=device, sweep=sweep,
+                             objective=objective, pruner=pruner, seed=seed, results_dir=results_dir, progress=bars)
+            started = time.perf_counter()
+            result = guard(lambda cfg=cfg: run_study(cfg))
+            counts = summary(result)
+            rows = best_rows(result)
+            head = (f"{cfg.study_name()}: {sum(counts.values())} trials ({counts['complete']} complete, "
+                    f"{counts['pruned']} pruned, {counts['fail']} failed), "
+                    f"this call {time.perf_counter() - started:.0f} s")
+            if not rows:
+                click.echo(head + "; no completed trial yet")
+                continue
+            table = tabulate([[r["trial"], f"{r['value']:.4f}", f"{r['seconds'] or 0:.1f}",
+                               f"{r['samples_per_s'] or 0:,.0f}", json.dumps(r["params"], sort_keys=True)]
+                              for r in rows], headers=["trial", f"val {objective}", "s", "samples/s", "params"],
+                             tablefmt="github", disable_numparse=True)
+            path = save_best(result, cfg)
+            click.echo(f"{head}\n{table}\nbest params saved to {path}")
+            sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
+    if output and sections:
+        write_page(Path(output), "Tuning results", sections)
+    click.echo(f"next: bench run --models {','.join(models)} --params best --seeds 1,2,3", err=True)

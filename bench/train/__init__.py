@@ -1,0 +1,1 @@
+"""Training: the trainer (BCE on sampled negatives, Adam, early stopping on validation)."""

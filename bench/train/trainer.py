@@ -1,0 +1,142 @@
+"""Training: BCE with logits, Adam, negatives re-drawn every epoch, early stopping on validation.
+
+The best state is deep-copied (cloned tensors) and restored at the end: the original notebook's
+`state_dict().copy()` is a shallow copy whose tensors keep training, so it silently restored the last
+epoch. Each epoch's (user row, item row, label) indices are shuffled once; their feature rows are gathered
+from the feature matrices (kept on the device) GATHER_ROWS samples at a time, then sliced into batches: no
+per-sample Python, no DataLoader, and memory bounded by the chunk rather than by an epoch's feature rows
+(gathering batch by batch instead cost 17% of FM's training speed on ML-100K).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bench.config import EvalConfig, TrainConfig, make_sampler
+from bench.data.types import InteractionData
+from bench.device import flush_denormal
+from bench.eval.evaluator import evaluate
+
+
+class NaNLossError(FloatingPointError):
+    """The training loss stopped being finite; the run is recorded as failed with this message."""
+
+
+# An epoch whose mean loss exceeds this multiple of the first batch's flags the run: the loss diverged
+# (`--lr 1e6` took it from 0.69 to 4e33 within the first epoch, still finite). Ordinary training only
+# lowers it from the untrained model's ~ln 2.
+LOSS_RISE_FLAG = 10.0
+GATHER_ROWS = 1 << 16  # samples whose feature rows are gathered at once (~5 MB for MovieLens's columns)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_value: float
+    epochs_run: int
+    train_seconds: float  # gradient steps only
+    sampling_seconds: float
+    eval_seconds: float
+    samples: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+def make_adam(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch has one for the parameters' device (one kernel per
+    step instead of several per tensor: DeepFM's CPU step 2.9 -> 2.5 ms, NeuMF's 1.7 -> 1.2 ms at batch
+    256); otherwise the default implementation, with the same update rule."""
+    options = {"lr": config.lr, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **options)
+    except (RuntimeError, ValueError, TypeError):  # older torch or a device without the fused kernel
+        return torch.optim.Adam(model.parameters(), **options)
+
+
+def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
+          device: torch.device, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          progress: bool = False) -> TrainResult:
+    """Train `model` in place and leave it at its best validation epoch (`config.val_metric` under the
+    `evaluation` protocol, at its cutoff only).
+
+    `on_epoch(epoch, row)` is called after each validation (the tuner reports to Optuna there and may
+    raise optuna.TrialPruned); `progress` shows a progress bar.
+    """
+    flush_denormal()
+    sampler = make_sampler(config).fit(data)
+    optimizer = make_adam(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    user_features, item_features = data.user_features.to(device), data.item_features.to(device)
+    history: list[dict[str, float]] = []
+    best_value, best_epoch, best_state, waited = float("-inf"), 0, None, 0
+    train_s = sample_s = eval_s = 0.0
+    samples = 0
+    warnings: list[str] = []
+    first_loss: float | None = None
+    bar = tqdm(range(1, config.epochs + 1), desc=type(model).__name__, disable=not progress, leave=False,
+               dynamic_ncols=True)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        drawn = sampler.sample(epoch)
+        order = torch.randperm(len(drawn), generator=generator)
+        users, items, labels = (x[order].to(device) for x in (drawn.users, drawn.items, drawn.labels))
+        t1 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        steps = 0
+        chunk = max(GATHER_ROWS // config.batch_size, 1) * config.batch_size  # whole batches per chunk
+        for begin in range(0, len(labels), chunk):
+            user_x = user_features.index_select(0, users[begin:begin + chunk])
+            item_x = item_features.index_select(0, items[begin:begin + chunk])
+            for start in range(0, len(user_x), config.batch_size):
+                end = start + config.batch_size
+                logits = model(user_x[start:end], item_x[start:end])
+                loss = F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                steps += 1
+                if first_loss is None:
+                    first_loss = loss.item()  # the untrained model's loss: one sync per training
+        mean_loss = (loss_sum / max(steps, 1)).item()  # one sync per epoch
+        t2 = time.perf_counter()
+        if not math.isfinite(mean_loss):
+            raise NaNLossError(f"training loss became {mean_loss} in epoch {epoch} "
+                               f"(lr={config.lr}, weight_decay={config.weight_decay})")
+        if not warnings and first_loss is not None and mean_loss > LOSS_RISE_FLAG * first_loss:
+            warnings.append(f"training loss rose from {first_loss:.4g} (first batch) to {mean_loss:.4g} (epoch "
+                            f"{epoch} mean): diverging (lr={config.lr})")
+        val = evaluate(model, data, split="val", protocol=evaluation.protocol, ks=(config.val_k,),
+                       ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=config.seed, device=device)
+        t3 = time.perf_counter()
+        sample_s, train_s, eval_s = sample_s + t1 - t0, train_s + t2 - t1, eval_s + t3 - t2
+        samples += len(labels)
+        value = val.metrics[config.val_metric]
+        row = {"epoch": epoch, "loss": mean_loss, **{f"val_{k}": v for k, v in val.metrics.items()},
+               "sample_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2}
+        history.append(row)
+        bar.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{config.val_metric}": f"{value:.4f}"})
+        if value > best_value:
+            best_value, best_epoch, waited = value, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        if waited >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(history, best_epoch, best_value, len(history), train_s, sample_s, eval_s, samples, warnings)

@@ -1,0 +1,96 @@
+"""The best parameters of a study, saved for `bench run --params best` and read back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bench.config import DataConfig
+from bench.results.store import write_atomic
+
+
+def best_params_path(results_dir: str | Path, data: DataConfig, model: str) -> Path:
+    """results_dir/best_params/<dataset label>-<model>.json, always inside results_dir/best_params.
+
+    The label holds --dataset-opt values (paths among them): a label that is not a safe file name as it stands
+    has every other character replaced by '_' and a hash of the whole label appended (two labels never share a
+    file), and a long one is shortened the same way."""
+    folder = Path(results_dir) / "best_params"
+    path = folder / f"{_file_stem(data.label())}-{_file_stem(model)}.json"
+    if path.resolve().parent != folder.resolve():  # cannot happen with _file_stem; guard the invariant anyway
+        raise ValueError(f"best params file {path} would leave {folder}")
+    return path
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+@\[\]-]")
+
+
+def _file_stem(text: str, limit: int = 120) -> str:
+    safe = _UNSAFE.sub("_", text)
+    if safe == text and len(text) <= limit and not text.startswith("."):
+        return text
+    return f"{safe.lstrip('.')[:limit]}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def save_best(study: optuna.Study, cfg: Any) -> Path:
+    """The study's best trial as results_dir/best_params/<data>-<model>.json (`cfg` a TuneConfig); the storage
+    recorded as a reader can use it: relative to the results dir when it lies there."""
+    best = study.best_trial
+    payload = {
+        "model": best.user_attrs.get("registry_model", cfg.model.plugin), "tuned_as": cfg.model.name,
+        "dataset": cfg.experiment.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
+        "trial": best.number, "study": cfg.study_name(), "device": cfg.device,
+        "storage": portable_storage(cfg.storage_url(), cfg.results_dir),
+        "params": json.loads(best.user_attrs["run_params"]),
+    }
+    path = best_params_path(cfg.results_dir, cfg.experiment.data, cfg.model.name)
+    return write_atomic(path, json.dumps(payload, indent=2))
+
+
+def portable_storage(url: str, results_dir: str | Path) -> str:
+    """A SQLite or journal storage under the results dir, named relative to it ('optuna.db'); others as given
+    with the password hidden."""
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") or "://" not in url else None
+    if path is not None:
+        try:
+            return str(path.resolve().relative_to(Path(results_dir).resolve()))
+        except ValueError:
+            return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def load_best_params(spec: str, results_dir: str, data: DataConfig,
+                     models: tuple[str, ...]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """--params best (the saved best of each model under the results dir) or --params FILE.json.
+
+    Returns {model: (plugin, params)} for the models that have tuned params.
+    """
+    payloads = []
+    if spec == "best":
+        for model in models:
+            path = best_params_path(results_dir, data, model)
+            if path.exists():
+                payloads.append(json.loads(path.read_text()))
+        if not payloads:
+            raise ValueError(f"--params best: no tuned params for {', '.join(models)} on {data.label()} under "
+                             f"{Path(results_dir) / 'best_params'}; run `bench tune` first")
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise ValueError(f"--params {spec}: no such file (expected 'best' or a JSON file from bench tune)")
+        try:
+            loaded = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--params {spec}: not valid JSON ({exc})") from None
+        payloads = loaded if isinstance(loaded, list) else [loaded]
+        for p in payloads:
+            if not isinstance(p, dict) or "params" not in p or "model" not in p:
+                raise ValueError(f"--params {spec}: expected objects with 'model' and 'params' keys")
+    return {p.get("tuned_as", p["model"]): (p["model"], p["params"]) for p in payloads}

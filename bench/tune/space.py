@@ -1,0 +1,62 @@
+"""What `bench tune` searches: the training knobs every model shares (declared once, here), the model's own
+`search_space(trial)`, and with `--sweep` plugin choices as categorical parameters, taken from the registry,
+so an installed third-party interaction layer or sampler is swept like a built-in."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import optuna
+
+import registry
+from bench.config import EMBED_DIMS, comma_list
+
+SWEEPS = ("interactions", "sampler")
+
+
+def common_space(trial: optuna.Trial) -> dict[str, Any]:
+    """Training knobs every model shares, and the embedding dim."""
+    return {
+        "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
+        "num_negatives": trial.suggest_int("num_negatives", 1, 8),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+        "embed_dim": trial.suggest_categorical("embed_dim", list(EMBED_DIMS)),
+    }
+
+
+def _loadable(kind: str) -> list[str]:
+    return [p.name for p in registry.describe(kind) if not p.error]
+
+
+def interaction_combos() -> tuple[str, ...]:
+    """Every set of one to three installed interaction layers ('fm', 'fm,cin', ...), third-party ones included."""
+    names = _loadable("interaction")
+    return tuple(",".join(c) for n in (1, 2, 3) for c in itertools.combinations(names, n))
+
+
+def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps. The params go
+    through `ModelConfig.with_params`, like --params and --set."""
+    params = common_space(trial)
+    if "interactions" in sweep:
+        plugin = "composed"
+        params["interactions"] = trial.suggest_categorical("interactions", interaction_combos())
+        for name in comma_list(params["interactions"]):
+            params.update(registry.search_space("interaction", name, trial))  # "cin.layers", ...
+        params["mlp"] = _mlp(trial)
+        params["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    else:
+        params.update(registry.search_space("model", plugin, trial))
+    if "sampler" in sweep:
+        params["sampler"] = trial.suggest_categorical("sampler", _loadable("sampler"))
+        options = registry.search_space("sampler", params["sampler"], trial)  # "popularity.alpha", ...
+        params["sampler_options"] = {key.partition(".")[2]: value for key, value in options.items()}
+    return plugin, params
+
+
+def _mlp(trial: optuna.Trial) -> list[int]:
+    depth = trial.suggest_int("mlp_depth", 0, 3)
+    width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
+    return [max(width // 2**i, 8) for i in range(depth)]

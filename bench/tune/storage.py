@@ -1,0 +1,239 @@
+"""Where studies live, checked before use, with heartbeats so that no trial is lost when a worker dies.
+
+A database URL (SQLite by default, PostgreSQL when many machines share a study) or a journal file. Every
+running trial sends a heartbeat every HEARTBEAT_S seconds; the first worker that sees one silent for GRACE_S
+seconds fails it with the reason (user attrs `lost`, `fail_reason`) and queues it again with the same
+parameters (a WAITING trial, `retry_of` its number). A trial lost MAX_RETRIES + 1 times (its configuration
+may be what kills the worker, e.g. the kernel's out-of-memory killer) is failed for good.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+# A running trial's heartbeat: one small write every HEARTBEAT_S seconds (an UPDATE of one row on a database; a
+# 140-byte line in a journal file, about 250 kB per trial-hour). A trial silent for GRACE_S seconds (5 missed
+# beats: a live worker stalls that long only when stopped or starved) is lost: found within seconds, not minutes.
+HEARTBEAT_S = 2
+GRACE_S = 10
+MAX_RETRIES = 2
+POSTGRES_EXTRA = 'pip install "deepfm-bench[postgres]"'
+
+
+def _is_journal(url: str) -> bool:
+    return url.endswith((".log", ".journal")) and "://" not in url
+
+
+STORAGE_HELP = ("expected a database URL such as sqlite:///path/optuna.db or postgresql://user:pw@host/db, "
+                "or a journal file path ending .journal or .log")
+
+
+def check_storage(url: str | None) -> None:
+    """Refuse a --storage that cannot work, in one line, before any data loads or trial runs.
+
+    Garbage, an unknown database, an in-memory SQLite database (each process would get its own), a file in a
+    missing or read-only folder, a file that is not a SQLite database, a database whose driver is not installed
+    (for postgresql:// the `postgres` extra). None (the default SQLite file under --results-dir) passes.
+    """
+    if url is None:
+        return
+    if _is_journal(url):
+        path = Path(url)
+        if path.is_dir():
+            raise ValueError(f"--storage {url}: is a folder ({STORAGE_HELP})")
+        _check_folder(url, path, "a journal file")
+        return
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"--storage {url!r}: not a storage URL ({STORAGE_HELP})") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"--storage {shown}: unknown database {parsed.drivername!r} ({STORAGE_HELP})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        backend = parsed.get_backend_name()
+        hint = (f'{POSTGRES_EXTRA} (psycopg 3, which postgresql:// uses)' if backend == "postgresql" and
+                parsed.get_driver_name() == "psycopg" else f"install the Python module {exc.name or exc}")
+        if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+            hint += f", or use postgresql:// with {POSTGRES_EXTRA}"
+        raise ValueError(f"--storage {shown}: the {backend} driver {parsed.get_driver_name()} is not installed: "
+                         f"{hint}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite(shown, parsed.database)
+
+
+def _check_folder(url: str, path: Path, what: str) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--storage {url}: folder {folder} does not exist (expected {what} in an existing folder)")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise ValueError(f"--storage {url}: {path if path.exists() else folder} is not writable")
+
+
+def _check_sqlite(url: str, database: str | None) -> None:
+    if database and database.startswith("file:"):
+        return  # a SQLite URI filename: left to SQLite
+    if not database or database == ":memory:":
+        raise ValueError(f"--storage {url}: an in-memory SQLite database is private to one process and lost at "
+                         "exit; expected a file, e.g. sqlite:///path/optuna.db")
+    path = Path(database)
+    if path.is_dir():
+        raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
+    _check_folder(url, path, "a SQLite file")
+    if path.exists() and path.stat().st_size:
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"--storage {url}: {path} is not a usable SQLite database ({exc})") from None
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on each trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Silence:
+    """Which running trials have sent no heartbeat for GRACE_S seconds, as seen by this process's own clock.
+
+    A trial's heartbeat token (a journal heartbeat's value, or None for "no heartbeat yet") is remembered with
+    the moment this process first saw it; a token unchanged for GRACE_S seconds means its worker is gone. No
+    two machines' clocks are ever compared, so clock skew between them cannot fail a live trial.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Any, float]] = {}
+
+    def stale(self, trials: Iterable[FrozenTrial], token: Any) -> list[int]:
+        now, seen, stale = time.monotonic(), {}, []
+        for t in trials:
+            value = token(t)
+            before = self._seen.get(t._trial_id)
+            since = before[1] if before is not None and before[0] == value else now
+            seen[t._trial_id] = (value, since)
+            if now - since > GRACE_S:
+                stale.append(t._trial_id)
+        self._seen = seen
+        return stale
+
+
+def _mark_lost(storage: optuna.storages.BaseStorage, trial_ids: Iterable[int]) -> list[int]:
+    """Record on each silent trial, while it is still RUNNING, why it is about to fail; returns those that are
+    still running (another worker may have finished or failed one meanwhile)."""
+    marked = []
+    for trial_id in dict.fromkeys(trial_ids):
+        try:
+            trial = storage.get_trial(trial_id)
+            if trial.state != TrialState.RUNNING:
+                continue
+            retried = len(trial.system_attrs.get("retry_history", []))
+            silent = (f"its worker {trial.user_attrs.get('worker', '(not yet known)')} sent no heartbeat for "
+                      f"{GRACE_S} s (killed or crashed)")
+            if retried >= MAX_RETRIES:
+                reason = (f"lost {retried + 1} times, {silent}: its configuration may be what kills the worker "
+                          "(out of memory?); not retried")
+            else:
+                reason = f"lost: {silent}; retried with the same parameters"
+                storage.set_trial_user_attr(trial_id, "lost", True)
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        except (UpdateFinishedTrialError, KeyError):
+            continue
+        marked.append(trial_id)
+    return marked
+
+
+def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a lost trial again with its parameters (Optuna's heartbeat-stale callback)."""
+    if not trial.user_attrs.get("lost"):
+        return
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"retry_of": history[0]},
+        system_attrs={"failed_trial": history[0], "retry_history": history}))  # as RetryFailedTrialCallback
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's heartbeat (timed by the database's clock), plus: the reason recorded on each lost trial, and a
+    trial whose worker died before its first heartbeat is found too."""
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                         heartbeat_stale_trial_callback=_retry_lost, **kw)
+        self._silence = _Silence()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        # its "worker" attr is the objective's first write, just after the heartbeat thread started
+        unknown = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                   if "worker" not in t.user_attrs]
+        return _mark_lost(self, [*stale, *self._silence.stale(unknown, lambda t: None)])
+
+
+class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage has no heartbeat: here it is a trial system attr written every HEARTBEAT_S."""
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(backend)
+        self._silence = _Silence()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, "heartbeat", time.time())
+        except (UpdateFinishedTrialError, KeyError):
+            pass  # failed meanwhile as lost by another worker: nothing left to keep alive
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return _mark_lost(self, self._silence.stale(running, lambda t: t.system_attrs.get("heartbeat")))
+
+    def get_heartbeat_interval(self) -> int:
+        return HEARTBEAT_S
+
+    def get_heartbeat_stale_trial_callback(self) -> Any:
+        return _retry_lost
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (path ending .log/.journal), else an RDB URL; both with heartbeats for lost trials.
+
+    Workers starting together race to create the RDB schema; the loser retries once it exists.
+    """
+    if _is_journal(url):
+        from optuna.storages.journal import JournalFileBackend
+
+        return _JournalStorage(JournalFileBackend(url))
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(10):
+        try:
+            with warnings.catch_warnings():  # heartbeats are an ExperimentalWarning in Optuna, stable since 2.9
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return _RDBStorage(url, engine_kwargs=engine)
+        except SQLAlchemyError as exc:  # "table studies already exists", duplicate alembic version, locked
+            if attempt == 9:
+                shown = make_url(url).render_as_string(hide_password=True)
+                detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise ValueError(f"--storage {shown}: cannot open the study storage ({detail})") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+

@@ -1,0 +1,369 @@
+"""`bench tune`: Optuna studies over hyperparameters, plugin combinations and devices.
+
+The objective is the validation metric (never test). Each trial's search space is the common training
+knobs (declared once, below) plus the model's own `search_space(trial)` and, with `--sweep`, plugin
+choices as categorical parameters. Studies live in a storage URL (SQLite under the results dir by
+default) and resume: the trials already in the study count toward `--trials`, and any number of
+processes or machines pointed at one storage share the work, finishing exactly `--trials` trials.
+
+What counts toward `--trials`: complete and pruned trials, and failed ones whose failure is the trial's own
+(NaN loss, out of memory: recorded with `fail_reason`). A trial whose worker died (SIGKILL, power loss, a lost
+machine) is *lost*, not failed: every running trial sends a heartbeat every HEARTBEAT_S seconds, and the first
+worker that sees one silent for GRACE_S seconds fails it with the reason (user attrs `lost`, `fail_reason`) and
+queues it again with the same parameters (a WAITING trial, `retry_of` its number), so the study still ends with
+exactly `--trials` counted trials. A trial lost MAX_RETRIES + 1 times (its configuration may be what kills the
+worker, e.g. the kernel's out-of-memory killer) is failed for good and counts. A worker that has nothing left
+to start while other workers' trials still run waits for them, to take over any that is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from bench.config import ExperimentConfig, ModelConfig
+from bench.device import cpu_count, flush_denormal, resolve_device, seed_everything, set_threads
+from bench.runner import build_model, load_data
+from bench.train.trainer import NaNLossError, train
+from bench.tune.space import interaction_combos, trial_params
+from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_storage, open_storage, worker_id
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    experiment: ExperimentConfig  # data, training and evaluation settings every trial starts from
+    model: ModelConfig  # the model tuned; its name labels the study and the saved best params
+    trials: int = 50
+    timeout: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    n_jobs: int = 1
+    threads: int | None = None
+    device: str = "cpu"
+    sweep: tuple[str, ...] = ()
+    objective: str = "NDCG@10"
+    pruner: str = "median"
+    pruner_startup: int = 5  # trials that finish before the median pruner starts pruning
+    seed: int = 0
+    results_dir: str = "results"
+    progress: bool = True
+
+    def study_name(self) -> str:
+        """One study per (data, model, sweep, objective, validation protocol, device): never mixed."""
+        if self.study:
+            return f"{self.study}-{self.model.name}-{self.device}"
+        sweep = f"-sweep_{'+'.join(self.sweep)}" if self.sweep else ""
+        protocol = self.experiment.eval.protocol
+        protocol = f"-{protocol}" if protocol != "full" else ""
+        return f"{self.experiment.data.label()}-{self.model.name}{sweep}-{self.objective}{protocol}-{self.device}"
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        path = Path(self.results_dir).resolve() / "optuna.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+
+
+def open_study(cfg: TuneConfig) -> optuna.Study:
+    """Create or load the study. The sampler is unseeded on purpose: independent workers seeded alike
+    propose the very same configurations (seen in the two-worker test); each trial's training is seeded
+    by --seed + its trial number, so a trial can be re-run exactly."""
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if cfg.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=2)
+    study = optuna.create_study(storage=open_storage(cfg.storage_url()), study_name=cfg.study_name(),
+                                direction="maximize", load_if_exists=True, pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=None))
+    attrs = {"model": cfg.model.name, "device": cfg.device, "objective": cfg.objective,
+             "dataset": cfg.experiment.data.label(), "sweep": ",".join(cfg.sweep)}
+    if "interactions" in cfg.sweep:  # the layers installed when the study started are its choices for good
+        attrs["interaction_choices"] = ";".join(interaction_combos())
+        started = study.user_attrs.get("interaction_choices")
+        if started is not None and started != attrs["interaction_choices"]:
+            raise ValueError(f"--sweep interactions: study {cfg.study_name()} was started with the layer sets "
+                             f"{started.replace(';', ' ')}; the installed layers now give "
+                             f"{attrs['interaction_choices'].replace(';', ' ')}; start a new study (--study NAME)")
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward the budget: complete, pruned, or failed for a reason of its own. Not: a
+    surplus trial (see _objective), a lost one (its worker died; it is retried), one still running or waiting."""
+    if trial.user_attrs.get("surplus") or trial.state not in DONE:
+        return False
+    return not (trial.state == TrialState.FAIL and trial.user_attrs.get("lost"))
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count toward the budget."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=DONE) if counts(t))
+
+
+def lost(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials failed because their worker died (each was queued again with its parameters)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("lost")]
+
+
+class _Stop:
+    """Ctrl-C: finish the current trial, then stop; a second Ctrl-C interrupts it.
+
+    `shared` (a multiprocessing Event) carries the request to the helper worker processes.
+    """
+
+    def __init__(self, shared: Any = None) -> None:
+        self.shared = shared
+        self._requested = False
+
+    @property
+    def requested(self) -> bool:
+        return self._requested or (self.shared is not None and self.shared.is_set())
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        if self.shared is not None:
+            self.shared.set()
+        print("\nstopping after the current trial (Ctrl-C again to abort it)", flush=True)
+
+
+CATCH = (NaNLossError, RuntimeError, ValueError, MemoryError)  # out of memory is a RuntimeError
+
+
+def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = None) -> int:
+    """One worker: run trials until the study holds cfg.trials counted ones. Returns the trials it ran.
+
+    Each trial goes through `study.optimize(n_trials=1)` so Optuna keeps its heartbeat and records failures and
+    pruning. Before each trial, and every HEARTBEAT_S seconds while it waits for other workers' last trials,
+    lost trials are failed with their reason and queued again (see the module docstring); queued ones run first.
+    """
+    set_threads(cfg.threads)
+    flush_denormal()
+    study = open_study(cfg)
+    data = data if data is not None else load_data(cfg.experiment.data)
+    device = resolve_device(cfg.device)
+    stop = _Stop(stop_event)
+    previous = signal.signal(signal.SIGINT, stop) if worker == 0 and _main_thread() else None
+    started = time.monotonic()
+    bar = _progress(cfg, study) if worker == 0 else None
+    ran = 0
+    try:
+        while not stop.requested:
+            if cfg.timeout and time.monotonic() - started > cfg.timeout:
+                break
+            with warnings.catch_warnings():  # heartbeats are an ExperimentalWarning in Optuna, stable since 2.9
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(1 for t in trials if counts(t))
+            running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+            waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+            if bar is not None:
+                _show(bar, study, done)
+            if waiting or done + running < cfg.trials:
+                ran += _one_trial(study, cfg, data, device)
+            elif running:  # other workers' last trials: wait, to retry any of them that is lost
+                _sleep(HEARTBEAT_S, stop)
+            else:
+                break
+        if bar is not None:
+            _show(bar, study, finished(study))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+    return ran
+
+
+def _one_trial(study: optuna.Study, cfg: TuneConfig, data: Any, device: Any) -> int:
+    """Run one trial (a queued retry first); 1 if it was a real one, 0 if a surplus or declared lost meanwhile."""
+    state: dict[str, Any] = {"surplus": False, "trial_id": None}
+    try:
+        study.optimize(lambda trial: _objective(study, trial, cfg, data, device, state), n_trials=1,
+                       catch=CATCH, gc_after_trial=False, show_progress_bar=False)
+    except (UpdateFinishedTrialError, ValueError):  # Optuna's "Cannot tell a FAIL trial"
+        if state["trial_id"] is None or not study._storage.get_trial(state["trial_id"]).user_attrs.get("lost"):
+            raise
+        number = study._storage.get_trial(state["trial_id"]).number
+        print(f"trial {number} of this worker ({worker_id()}) was declared lost by another worker after "
+              f"{GRACE_S} s without its heartbeat (was this process stopped?); its result is dropped and it is "
+              "retried", file=sys.stderr, flush=True)
+        return 0
+    return 0 if state["surplus"] else 1
+
+
+def _sleep(seconds: float, stop: _Stop) -> None:
+    end = time.monotonic() + seconds
+    while not stop.requested and time.monotonic() < end:
+        time.sleep(0.2)
+
+
+def _show(bar: Any, study: optuna.Study, done: int) -> None:
+    bar.n = done
+    best = _best(study)
+    bar.set_postfix(best=f"{best.value:.4f}" if best else "-")
+    bar.refresh()
+
+
+def _real_trials_before(study: optuna.Study, number: int) -> int:
+    """Trials numbered below `number` that hold a place in the budget (done, running or queued)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus")
+               and not (t.state == TrialState.FAIL and t.user_attrs.get("lost")))
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _progress(cfg: TuneConfig, study: optuna.Study):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.trials, initial=finished(study), desc=f"tune {cfg.model.name}", disable=not cfg.progress,
+                dynamic_ncols=True)
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: Any, device: Any,
+               state: dict[str, Any]) -> float:
+    """Train one configuration; the best validation value of cfg.objective over its epochs."""
+    state["trial_id"] = trial._trial_id
+    trial.set_user_attr("worker", worker_id())  # first: a running trial without it is found lost (_RDBStorage)
+    if _real_trials_before(study, trial.number) >= cfg.trials:
+        # another worker took the budget's last trial at the same moment: close this one unrun, uncounted
+        state["surplus"] = True
+        trial.set_user_attr("surplus", True)
+        raise optuna.TrialPruned(f"surplus: the study already has {cfg.trials} trials")
+    plugin, params = trial_params(trial, cfg.model.plugin, cfg.sweep)
+    trial.set_user_attr("run_params", json.dumps(params))
+    trial.set_user_attr("registry_model", plugin)
+    trial.set_user_attr("device", str(device))
+    model = replace(cfg.model, plugin=plugin).with_params(params)
+    train_cfg = model.train_config(replace(cfg.experiment.train, val_metric=cfg.objective), cfg.seed + trial.number)
+    started = time.perf_counter()
+
+    def report(epoch: int, row: dict[str, float]) -> None:
+        trial.report(row[f"val_{cfg.objective}"], epoch)
+        if trial.should_prune():
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    try:
+        seed_everything(train_cfg.seed)
+        built = build_model(model, data).to(device)
+        result = train(built, data, train_cfg, cfg.experiment.eval, device, on_epoch=report)
+    except UpdateFinishedTrialError:
+        raise  # another worker declared this trial lost meanwhile: see _one_trial
+    except CATCH as exc:
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+        raise
+    trial.set_user_attr("seconds", time.perf_counter() - started)
+    trial.set_user_attr("train_samples_per_s", result.samples_per_s)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    return result.best_value
+
+
+def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C arrives through stop_event
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a spawned process starts with Optuna's INFO
+    work(cfg, worker, stop_event=stop_event)
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """A helper worker exits at once when its parent `bench tune` dies, even by SIGKILL (a daemon process is
+    only ended by a parent that exits normally). A thread waits on the pipe the parent holds open while it lives
+    (multiprocessing's parent sentinel) and checks the parent pid, on every platform. The trial the helper was
+    running is then lost and retried like any other."""
+    parent = mp.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        while True:
+            if sentinel is not None and wait([sentinel], timeout=poll_s):
+                break
+            if sentinel is None:
+                time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                break
+        print(f"bench tune worker {os.getpid()}: its parent process {parent_pid} died; exiting", file=sys.stderr,
+              flush=True)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+def tune(cfg: TuneConfig) -> optuna.Study:
+    """Run the study to cfg.trials counted trials with cfg.n_jobs worker processes (threads shared)."""
+    check_storage(cfg.storage_url())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cores = cpu_count()
+    if cfg.threads is None:
+        cfg = replace(cfg, threads=max(1, cores // max(cfg.n_jobs, 1)))
+    study = open_study(cfg)  # create it once before the workers race to
+    if cfg.n_jobs <= 1:
+        work(cfg)
+        return study
+    ctx = mp.get_context("spawn")
+    stop_event = ctx.Event()
+    helpers = [ctx.Process(target=_worker_main, args=(cfg, w, stop_event, os.getpid()), daemon=True)
+               for w in range(1, cfg.n_jobs)]
+    for p in helpers:
+        p.start()
+    try:
+        work(cfg, 0, stop_event=stop_event)
+    except KeyboardInterrupt:
+        stop_event.set()
+        raise
+    finally:
+        for p in helpers:
+            p.join()
+    return study
+
+
+def best_rows(study: optuna.Study, top: int = 5) -> list[dict[str, Any]]:
+    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    return [{"trial": t.number, "value": t.value, "seconds": t.user_attrs.get("seconds"),
+             "samples_per_s": t.user_attrs.get("train_samples_per_s"),
+             "params": json.loads(t.user_attrs.get("run_params", "{}"))} for t in trials[:top]]
+
+
+def summary(study: optuna.Study) -> dict[str, int]:
+    """Counted trials by state (lost and surplus ones are not counted: see `lost`)."""
+    by_state = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    for t in study.get_trials(deepcopy=False, states=DONE):
+        if counts(t):
+            by_state[t.state.name.lower()] += 1
+    return by_state
+
+
