@@ -40,6 +40,38 @@ def require_ml100k() -> Path:
 
 
 SMALL = dict(n_users=60, n_items=90, n_interactions=3000, seed=0)
+SYNTH_OPTS = {k: v for k, v in SMALL.items() if k != "seed"}
+# the same small synthetic data on a command line
+SYNTH = ["--dataset", "synthetic"] + [a for k, v in SYNTH_OPTS.items() for a in ("--dataset-opt", f"{k}={v}")]
+
+
+def tune_config(results_dir, **kw):
+    """A TuneConfig of `fm` on the small synthetic data, one epoch a trial, one thread."""
+    from dataclasses import replace
+
+    from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+    from bench.tune.study import TuneConfig
+
+    experiment = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
+                                  models=(ModelConfig("fm"),))
+    base = TuneConfig(experiment=experiment, model=ModelConfig("fm"), results_dir=str(results_dir), progress=False,
+                      threads=1)
+    return replace(base, **kw)
+
+
+@pytest.fixture
+def isolated_env(monkeypatch, tmp_path):
+    """No test sees the caller's BENCH_DATA_DIR, and none may write to the real ~/.cache."""
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "default-cache"))
+
+
+@pytest.fixture
+def ml100k(tmp_path) -> Path:
+    """A small ML-100K folder in the real formats."""
+    from datagen import write_ml100k
+
+    return write_ml100k(tmp_path / "ml-100k")
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,7 @@ from datagen import ML20M_GENRES, NO_GENRES, write_md5sums, write_ml20m, zip_dat
 RELEASES = {"ml-20m": MovieLens20M, "ml-25m": MovieLens25M}
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path):
-    """No test sees the caller's BENCH_DATA_DIR, and none may write to the real ~/.cache."""
-    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "default-cache"))
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture

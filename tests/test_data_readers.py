@@ -27,16 +27,7 @@ from datagen import write_md5sums, write_ml1m, write_ml20m, write_ml100k  # noqa
 INT64 = "-9223372036854775808..9223372036854775807"
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path):
-    """No test sees the caller's BENCH_DATA_DIR, and none may write to the real ~/.cache."""
-    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "default-cache"))
-
-
-@pytest.fixture
-def ml100k(tmp_path) -> Path:
-    return write_ml100k(tmp_path / "ml-100k")
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 def set_user(path: Path, old: str, new: str, sep: str) -> None:

@@ -36,16 +36,7 @@ REAL_CACHE_DIR = os.environ.get("BENCH_CACHE_DIR")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch, tmp_path):
-    """No test sees the caller's BENCH_DATA_DIR, and none may write to the real ~/.cache."""
-    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "default-cache"))
-
-
-@pytest.fixture
-def ml100k(tmp_path) -> Path:
-    return write_ml100k(tmp_path / "ml-100k")
+pytestmark = pytest.mark.usefixtures("isolated_env")
 
 
 @pytest.fixture

@@ -126,3 +126,16 @@ def test_spec_validation_and_round_trip():
         FieldSpec(name="x", side="both", vocab_size=3)
     with pytest.raises(ValueError, match="duplicate"):
         FeatureSpec([FieldSpec("a", "user", 3), FieldSpec("a", "item", 3)])
+
+
+def test_importing_bench_leaves_the_float_mode_alone_and_training_sets_it():
+    """Subnormals flush to zero where the CLI, training and evaluation start, not on import."""
+    import subprocess
+    import sys
+
+    code = ("import torch, bench, bench.train.trainer, bench.eval.evaluator, bench.cli\n"
+            "kept = (torch.tensor([1e-40]) * 1.0).item() != 0\n"
+            "bench.cli.main(['list', 'encoder'], standalone_mode=False)\n"
+            "print(kept, (torch.tensor([1e-40]) * 1.0).item() == 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1].split() == ["True", "True"]  # kept on import, flushed by the command

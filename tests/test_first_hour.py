@@ -7,12 +7,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import require_ml100k
+from conftest import SYNTH, require_ml100k
 
 from bench.cli import main
 
-SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
-         "--dataset-opt", "n_interactions=3000"]
 FAST = ["--epochs", "2", "--batch-size", "512", "--fm-dim", "8"]
 
 

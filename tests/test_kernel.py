@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sqlite3
 
 import pytest
 import torch
@@ -20,7 +21,6 @@ from bench.kernels.harness import (
     check_against_naive,
     run_kernel_bench,
 )
-from bench.results.store import ResultStore
 
 SHAPES = [(6, 1, 4), (7, 2, 3), (5, 4, 1), (33, 24, 16), (64, 7, 9)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -197,7 +197,9 @@ def test_cli_records_the_rows_in_the_results_store(tmp_path):
                                                  "--devices", "cpu", "--no-backward", "--format", "json",
                                                  "--results-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert ResultStore(tmp_path).kernel_rows() == json.loads(result.stdout)
+    with sqlite3.connect(tmp_path / "bench.db") as conn:
+        stored = [json.loads(row) for (row,) in conn.execute("SELECT row FROM kernel_rows ORDER BY id")]
+    assert stored == json.loads(result.stdout)
 
 
 def test_cli_github_and_csv_formats(tmp_path):

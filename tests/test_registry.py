@@ -136,11 +136,15 @@ THIRD_PARTY = {
         [project.entry-points."deepfm_bench.samplers"]
         toy-sampler = "toy_recs:ToySampler"
 
+        [project.entry-points."deepfm_bench.interactions"]
+        toy-layer = "toy_recs:ToyLayer"
+
         [tool.setuptools]
         py-modules = ["toy_recs", "toy_recs_broken"]
     """,
     "toy_recs.py": '''
         """A third-party plugin package."""
+        import torch
         from plugins.models.mostpop import MostPop
 
 
@@ -150,6 +154,17 @@ THIRD_PARTY = {
 
         class ToySampler:
             """Toy sampler shipped by a third party."""
+
+
+        class ToyLayer(torch.nn.Module):
+            """Toy interaction layer shipped by a third party: the sum of every field vector's coordinates."""
+
+            def __init__(self, num_fields, dim):
+                super().__init__()
+                self.num_fields, self.dim, self.out_dim = num_fields, dim, 1
+
+            def forward(self, fields):
+                return fields.sum(dim=(1, 2)).unsqueeze(1)
     ''',
     "toy_recs_broken.py": """
         import a_module_that_does_not_exist  # noqa: F401
@@ -220,3 +235,16 @@ def test_a_subclassed_plugin_reports_its_own_registry_name():
         made = registry.create("sampler", "test-hard-pop", alpha=0.5)
         assert made.name == "test-hard-pop" and isinstance(made, HardPop)
         assert registry.create("sampler", "popularity").name == "popularity"
+
+
+def test_a_third_party_interaction_layer_is_swept_by_bench_tune(third_party_site, tmp_path):
+    synthetic = ["--dataset", "synthetic", "--dataset-opt", "n_users=40", "--dataset-opt", "n_items=50",
+                 "--dataset-opt", "n_interactions=1200"]
+    out = _bench(third_party_site, "tune", "--models", "fm", "--sweep", "interactions", "--trials", "1", *synthetic,
+                 "--epochs", "1", "--threads", "1", "--no-progress", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    choices = summary.user_attrs["interaction_choices"].split(";")
+    assert "toy-layer" in choices and "fm,toy-layer" in choices and "cin" in choices

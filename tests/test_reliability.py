@@ -14,14 +14,13 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import SYNTH
 
 import bench.results.store as store_mod
 import bench.runner as runner_mod
 from bench.cli import main
 from bench.results.store import ResultStore
 
-SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
-         "--dataset-opt", "n_interactions=3000"]
 FAST = ["--epochs", "2", "--batch-size", "512", "--fm-dim", "8", "--no-progress"]
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import SYNTH
 
 import bench.runner as runner_mod
 from bench.cli import main
@@ -13,8 +14,6 @@ from bench.config import ExperimentConfig, ModelConfig, TrainConfig, apply_sets
 from bench.results.store import ResultStore
 from bench.runner import run_benchmark
 
-SYNTH = ["--dataset", "synthetic", "--dataset-opt", "n_users=60", "--dataset-opt", "n_items=90",
-         "--dataset-opt", "n_interactions=3000"]
 FAST = ["--epochs", "2", "--batch-size", "512", "--fm-dim", "8", "--no-progress"]
 
 

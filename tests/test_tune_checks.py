@@ -5,28 +5,23 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 
 import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
+from conftest import SYNTH_OPTS, tune_config
 
 import bench.tune.study as tuner_mod
 from bench.cli import main
-from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from bench.config import DataConfig, ExperimentConfig, ModelConfig
 from bench.tune.best import best_params_path, load_best_params, save_best
 from bench.tune.storage import check_storage
 from bench.tune.study import TuneConfig, tune
 
-SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
-
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
-                           models=(ModelConfig("fm"),))
-    return replace(TuneConfig(experiment=run, model=ModelConfig("fm"), trials=1, results_dir=str(tmp_path / "results"),
-                              progress=False, threads=1), **kw)
+    return tune_config(tmp_path / "results", **{"trials": 1, **kw})
 
 
 @pytest.fixture

@@ -12,33 +12,26 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import SYNTH, tune_config
 from optuna.trial import TrialState, create_trial
 
 import bench.tune.storage as storage_mod
 import bench.tune.study as tuner_mod
-from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from bench.tune.study import TuneConfig, counts, finished, lost, open_study, tune
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
-SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
-SYNTH = ["--dataset", "synthetic"] + [a for k, v in SYNTH_OPTS.items() for a in ("--dataset-opt", f"{k}={v}")]
 # trials of a few seconds, so that a worker can be killed mid-trial (after its first epoch is reported)
 SLOW = ["--epochs", "40", "--patience", "1000", "--no-progress", "--threads", "1"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
-                           models=(ModelConfig("fm"),))
-    base = TuneConfig(experiment=run, model=ModelConfig("fm"), trials=2, results_dir=str(tmp_path), progress=False,
-                      threads=1)
-    return replace(base, **kw)
+    return tune_config(tmp_path, **{"trials": 2, **kw})
 
 
 def storage_url(tmp_path: Path, kind: str) -> str:

@@ -11,28 +11,23 @@ from dataclasses import replace
 import optuna
 import pytest
 from click.testing import CliRunner
+from conftest import SYNTH, tune_config
 from optuna.trial import TrialState
 
 import bench.train.trainer as trainer_mod
 import bench.tune.storage as storage_mod
 import bench.tune.study as tuner_mod
 from bench.cli import main
-from bench.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from bench.config import TrainConfig
 from bench.eval.evaluator import EvalResult
 from bench.tune.best import load_best_params
 from bench.tune.study import TuneConfig, open_study, tune
 
-SYNTH_OPTS = dict(n_users=60, n_items=90, n_interactions=3000)
-SYNTH = ["--dataset", "synthetic"] + [a for k, v in SYNTH_OPTS.items() for a in ("--dataset-opt", f"{k}={v}")]
 FAST = ["--epochs", "1", "--no-progress", "--threads", "1"]
 
 
 def config(tmp_path, **kw) -> TuneConfig:
-    run = ExperimentConfig(data=DataConfig(dataset="synthetic", options=SYNTH_OPTS), train=TrainConfig(epochs=1),
-                           models=(ModelConfig("fm"),))
-    base = TuneConfig(experiment=run, model=ModelConfig("fm"), trials=3, results_dir=str(tmp_path), progress=False,
-                      threads=1)
-    return replace(base, **kw)
+    return tune_config(tmp_path, **{"trials": 3, **kw})
 
 
 def test_study_completes_saves_best_params_and_resumes(tmp_path):

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 import registry
+from bench.config import MIN_INTERACTIONS, THRESHOLD
 from bench.data.encoding import Encoder
 from bench.data.features import SIDES, FeatureSpec
 from bench.data.split import TEST, TRAIN, VAL, temporal_split
@@ -34,7 +35,7 @@ class _EncodedSide:
     raw_ids: np.ndarray  # raw id of rows 1..n
 
 
-def prepare(frames: DatasetFrames, threshold: float = 4.0, min_interactions: int = 3,
+def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interactions: int = MIN_INTERACTIONS,
             field_dims: dict[str, int] | None = None) -> InteractionData:
     """Encode, split and index a dataset; see the module docstring for which users and items are kept."""
     _check_schema(frames)

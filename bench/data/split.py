@@ -15,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.config import MIN_INTERACTIONS, THRESHOLD
+
 TRAIN, VAL, TEST = "train", "val", "test"
 REQUIRED = ("user_id", "item_id", "rating", "timestamp")
 
 
-def implicit_positives(interactions: pd.DataFrame, threshold: float = 4.0) -> pd.DataFrame:
+def implicit_positives(interactions: pd.DataFrame, threshold: float = THRESHOLD) -> pd.DataFrame:
     """Rows with rating >= threshold plus their file position (column `position`), in file order."""
     missing = [c for c in REQUIRED if c not in interactions.columns]
     if missing:
@@ -45,7 +47,7 @@ def implicit_positives(interactions: pd.DataFrame, threshold: float = 4.0) -> pd
 
 
 def temporal_split(
-    interactions: pd.DataFrame, threshold: float = 4.0, min_interactions: int = 3
+    interactions: pd.DataFrame, threshold: float = THRESHOLD, min_interactions: int = MIN_INTERACTIONS
 ) -> pd.DataFrame:
     """The positives sorted by (user, time, file position), with a column `split`: train / val / test."""
     if min_interactions < 2:

@@ -335,13 +335,3 @@ class ResultStore:
             return int(batch)
         finally:
             conn.close()
-
-    def kernel_rows(self, batch_id: int | None = None) -> list[dict[str, Any]]:
-        conn = self._connect()
-        try:
-            if batch_id is None:
-                batch_id = conn.execute("SELECT MAX(batch_id) FROM kernel_rows").fetchone()[0]
-            rows = conn.execute("SELECT row FROM kernel_rows WHERE batch_id = ? ORDER BY id", (batch_id,)).fetchall()
-        finally:
-            conn.close()
-        return [json.loads(r[0]) for r in rows]
