@@ -93,3 +93,11 @@ def test_seeds_and_format_say_what_they_take():
     text = invoke("run", "--help").output
     assert "comma list of seeds" in text and "[default: 1]" in text
     assert "[default: github]" in text
+
+
+def test_an_offline_download_says_how_to_point_at_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    res = invoke("data", "--dataset", "ml-1m", "--cache-dir", str(tmp_path / "cache"), "--dataset-opt",
+                 f"url=file://{tmp_path / 'nowhere.zip'}")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "--data-dir FOLDER" in res.output and "BENCH_DATA_DIR" in res.output

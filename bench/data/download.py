@@ -73,7 +73,7 @@ def locate(archive: Archive, data_dir: str | Path | None = None, cache_dir: str 
         looked = f"{DATA_DIR_ENV}={env} and " if env else ""
         raise FileNotFoundError(
             f"{archive.folder} not found (looked in {looked}{cached}) and download=False. Get {archive.url}, "
-            f"unzip it and pass data_dir=<folder> (or set {DATA_DIR_ENV}), or allow download=True"
+            f"unzip it and pass --data-dir FOLDER (data_dir= in Python) or set {DATA_DIR_ENV}, or allow the download"
         )
     return fetch(archive, cache_root(cache_dir))
 
@@ -160,7 +160,7 @@ def _download(url: str, dest: Path) -> str:
                 out.write(block)
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectionError(f"could not download {url}: {exc}; download it by hand, unzip it and pass "
-                              f"data_dir=<folder> (or set {DATA_DIR_ENV})") from exc
+                              f"--data-dir FOLDER (data_dir= in Python) or set {DATA_DIR_ENV}") from exc
     return digest.hexdigest()
 
 
