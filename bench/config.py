@@ -28,6 +28,8 @@ import registry
 from bench.eval.metrics import CUTOFF_METRICS, TIE_POLICIES, check_ks
 
 THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
+HISTORY = 10  # positives in the history of a `NAME+history` model when --history does not say
+HISTORY_POOLINGS = ("mean", "recency")
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
 PROTOCOLS = ("full", "sampled")
 EMBED_DIMS = (8, 16, 32, 64)  # the tuner's choices of the embedding dim
@@ -85,13 +87,26 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # the dataset plugin's own options
     threshold: float = THRESHOLD
     min_interactions: int = MIN_INTERACTIONS
+    history: int = 0  # the user's last `history` earlier positives as a feature (0: none)
+    history_pooling: str = "mean"  # how they are pooled: mean, or recency-weighted
 
     def __post_init__(self) -> None:
         check_number("--threshold", self.threshold)
         check_number("--min-interactions", self.min_interactions, low=2, integer=True)
+        check_number("--history", self.history, low=0, integer=True)
+        if self.history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"--history-pooling {self.history_pooling!r}: expected one of "
+                             f"{', '.join(HISTORY_POOLINGS)}")
+
+    def key(self) -> str:
+        """One string per distinct configuration (the prepared data's cache key)."""
+        import json
+
+        return json.dumps(asdict(self), sort_keys=True, default=str)
 
     def label(self) -> str:
-        """Names the data a result is about: dataset, its options, non-default positive threshold / min."""
+        """Names the data a result is about: dataset, its options, non-default positive threshold / min. The
+        history is a model's choice of features, recorded with each run, not part of the data's name."""
         options = dict(self.options)
         if self.threshold != THRESHOLD:
             options["threshold"] = self.threshold
@@ -137,6 +152,7 @@ class TrainConfig:
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # what --set train.KEY may name
+DATA_KEYS = ("history", "history_pooling")  # data options a model may set for itself
 
 
 def make_sampler(config: TrainConfig) -> Any:
@@ -179,10 +195,15 @@ class ModelConfig:
     embed_dim: int = 16
     params: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters
     train: dict[str, Any] = field(default_factory=dict)  # training options overriding the experiment's
+    data: dict[str, Any] = field(default_factory=dict)  # data options of its own (history, history_pooling)
 
     def __post_init__(self) -> None:
-        if not self.plugin:
-            object.__setattr__(self, "plugin", self.name.split(":")[0])
+        if not self.plugin:  # 'deepfm:tuned' and 'deepfm+history' are deepfms
+            object.__setattr__(self, "plugin", self.name.split(":")[0].split("+")[0])
+        unknown = sorted(set(self.data) - set(DATA_KEYS))
+        if unknown:
+            raise ValueError(f"model {self.name}: {unknown} are not data options a model may set; they are: "
+                             f"{', '.join(DATA_KEYS)}")
         check_number(f"model {self.name}: embed_dim", self.embed_dim, low=1, integer=True)
         unknown = sorted(set(self.train) - set(TRAIN_KEYS))
         if unknown:
@@ -196,8 +217,23 @@ class ModelConfig:
         if "fm_dim" in params:
             params.setdefault("embed_dim", params.pop("fm_dim"))
         train = {k: params.pop(k) for k in list(params) if k in TRAIN_KEYS}
+        data = {k: params.pop(k) for k in list(params) if k in DATA_KEYS}
         embed_dim = params.pop("embed_dim", self.embed_dim)
-        return replace(self, embed_dim=embed_dim, params={**self.params, **params}, train={**self.train, **train})
+        return replace(self, embed_dim=embed_dim, params={**self.params, **params}, train={**self.train, **train},
+                       data={**self.data, **data})
+
+    @property
+    def wants_history(self) -> bool:
+        """Labelled NAME+history: the model with the user's history as a feature."""
+        return "+history" in self.name
+
+    def data_config(self, base: DataConfig) -> DataConfig:
+        """The data this model trains and is tested on: the experiment's, with its own data options; a
+        NAME+history model gets a history of --history positives, or HISTORY when that is 0."""
+        data = dict(self.data)
+        if self.wants_history and not data.get("history"):
+            data["history"] = base.history or HISTORY
+        return replace(base, **data)
 
     def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
         """The training options this model trains with on `seed`."""
@@ -228,7 +264,7 @@ class ExperimentConfig:
 
     def run_record(self, model: ModelConfig, seed: int) -> dict[str, Any]:
         """What the store keeps of one run's configuration: everything needed to run it again."""
-        return {"data": asdict(self.data), "train": asdict(model.train_config(self.train, seed)),
+        return {"data": asdict(model.data_config(self.data)), "train": asdict(model.train_config(self.train, seed)),
                 "eval": asdict(self.eval), "model": asdict(model), "seed": seed, "device": self.device}
 
     @classmethod
@@ -242,7 +278,8 @@ class ExperimentConfig:
         evaluation = dict(record["eval"])
         evaluation["ks"] = tuple(evaluation["ks"])
         return cls(data=DataConfig(**record["data"]), train=TrainConfig(**train), eval=EvalConfig(**evaluation),
-                   models=(ModelConfig(**{**model, "train": {}}),), seeds=(seed,), device=record.get("device", "auto"))
+                   models=(ModelConfig(**{**model, "train": {}, "data": {}}),), seeds=(seed,),
+                   device=record.get("device", "auto"))
 
 
 def apply_sets(models: tuple[ModelConfig, ...], items: Sequence[str]) -> tuple[ModelConfig, ...]:

@@ -12,7 +12,7 @@ import inspect
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,7 @@ import registry
 from bench.config import DataConfig, ExperimentConfig, ModelConfig
 from bench.data.features import FeatureSpec
 from bench.data.pipeline import prepare
-from bench.data.types import InteractionData
+from bench.data.types import DatasetFrames, InteractionData
 from bench.device import resolve_device, seed_everything
 from bench.eval.evaluator import evaluate
 from bench.interrupts import interrupt_reason
@@ -44,12 +44,47 @@ PROBE_SPEC = FeatureSpec.build([
 OPTION_ERRORS = (ValueError, TypeError, registry.RegistryError)
 
 
-def load_data(config: DataConfig) -> InteractionData:
+def load_frames(config: DataConfig) -> DatasetFrames:
     dataset = registry.create("dataset", config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
                               **config.options)
-    data = prepare(dataset.load(), threshold=config.threshold, min_interactions=config.min_interactions)
+    return dataset.load()
+
+
+def prepare_data(frames: DatasetFrames, config: DataConfig) -> InteractionData:
+    data = prepare(frames, threshold=config.threshold, min_interactions=config.min_interactions,
+                   history=config.history, history_pooling=config.history_pooling)
     data.name = config.label()
     return data
+
+
+def load_data(config: DataConfig) -> InteractionData:
+    return prepare_data(load_frames(config), config)
+
+
+class DataSource:
+    """The dataset read once, and prepared once per data configuration the models ask for (models differ
+    in their history options); `DataSource.fixed(data)` serves one prepared dataset (tests, notebooks)."""
+
+    def __init__(self, frames: DatasetFrames | None = None, fixed: InteractionData | None = None):
+        self.frames, self.fixed_data = frames, fixed
+        self.prepared: dict[str, InteractionData] = {}
+
+    @classmethod
+    def fixed(cls, data: InteractionData) -> "DataSource":
+        return cls(fixed=data)
+
+    def get(self, config: DataConfig) -> InteractionData:
+        if self.fixed_data is not None:
+            if config.history != self.fixed_data.states.length:
+                raise ValueError(f"this data was prepared with history {self.fixed_data.states.length}, not "
+                                 f"{config.history}")
+            return self.fixed_data
+        key = config.key()
+        if key not in self.prepared:
+            if self.frames is None:
+                self.frames = load_frames(config)
+            self.prepared[key] = prepare_data(self.frames, config)
+        return self.prepared[key]
 
 
 def _unknown_options(model: ModelConfig) -> None:
@@ -185,17 +220,20 @@ class Outcome:
     failures: list[Failure] = field(default_factory=list)
 
 
-def run_benchmark(config: ExperimentConfig, store: ResultStore, data: InteractionData | None = None,
+def run_benchmark(config: ExperimentConfig, store: ResultStore, data: InteractionData | DataSource | None = None,
                   log: Callable[[str], None] = print, epoch_lines: bool = False, progress: bool = False) -> Outcome:
     """Every model on every seed; a failed run is recorded and reported, the others go on.
 
-    `epoch_lines`: log one line per epoch (loss, validation metric, time), the sign of life a log file gets
-    where a terminal gets progress bars (`progress`)."""
+    `data`: the prepared data (one configuration for every model) or a `DataSource`; by default the
+    experiment's data, prepared per model's data options. `epoch_lines`: log one line per epoch (loss,
+    validation metric, time), the sign of life a log file gets where a terminal gets progress bars."""
     check_config(config)
-    data = data if data is not None else load_data(config.data)
-    check_models(config, data.spec)
+    source = data if isinstance(data, DataSource) else DataSource.fixed(data) if data is not None else DataSource()
+    for model in config.models:  # every model built on its real feature spec before any trains
+        check_models(replace(config, models=(model,)), source.get(model.data_config(config.data)).spec)
     outcome = Outcome()
     for model in config.models:
+        data = source.get(model.data_config(config.data))
         metric = model.train_config(config.train, 0).val_metric
         for seed in config.seeds:
             def line(epoch: int, row: dict[str, float], name: str = model.name, seed: int = seed,

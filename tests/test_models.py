@@ -19,9 +19,11 @@ from bench.nn.model import create_model
 from plugins.models.mostpop import MostPop
 
 N_USERS, N_ITEMS = 13, 11  # rows, row 0 being padding
-TRAINABLE = ["fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "composed"]
+TRAINABLE = ["fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "composed", "mf"]
+FITTED = ["mostpop", "ease", "itemknn"]
 SMALL = {  # tiny layers keep the suite fast; defaults are exercised in test_defaults_build
-    "fm": {}, "neumf": {"mlp_dim": 8, "mlp": (16, 8)}, "mostpop": {},
+    "fm": {}, "neumf": {"mlp_dim": 8, "mlp": (16, 8)}, "mostpop": {}, "mf": {},
+    "ease": {"reg": 10.0}, "itemknn": {"k": 5, "shrink": 1.0},
     "deepfm": {"mlp": (16, 8)}, "composed": {"mlp": (16,), "interactions": "fm,cin", "cin.layers": "8,4"},
     "xdeepfm": {"mlp": (16, 8), "cin.layers": (8, 8)},
     "autoint": {"mlp": (16,), "attention.att_dim": 4}, "attention-deepfm": {"mlp": (16,)},
@@ -98,20 +100,28 @@ def full_and_pairwise(model) -> tuple[torch.Tensor, torch.Tensor]:
     """(score_all of users 1.. against every item, forward on each of those pairs), after 5 steps of
     training: off the tiny initial weights, so a comparison means something."""
     user_x, item_x = make_data().user_features, make_data().item_features
-    if model.trainable:
-        u, i = all_pairs(user_x, item_x)
-        fit(model, u, i, hidden_rule(u, i), steps=5)
+    u, i = all_pairs(user_x, item_x)
+    fit(model, u, i, hidden_rule(u, i), steps=5)
     model.eval()
     with torch.no_grad():
         return model.score_all(user_x[1:], item_x), model(*all_pairs(user_x[1:], item_x))
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", TRAINABLE)
 def test_score_all_equals_forward_on_every_pair(name):
     full, pairs = full_and_pairwise(build(name))
     assert full.shape == (N_USERS - 1, N_ITEMS) and full.is_contiguous()
-    assert full.std() > 0 if name != "mostpop" else full[0].std() > 0
+    assert full.std() > 0
     assert torch.allclose(full.flatten(), pairs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FITTED)
+def test_fitted_models_score_states_against_items_by_rows(name):
+    model = build(name)
+    states, items = torch.arange(1, N_USERS), torch.arange(N_ITEMS)
+    full = model.score(states, items)
+    assert full.shape == (N_USERS - 1, N_ITEMS) and full.is_contiguous() and torch.isfinite(full).all()
+    assert torch.equal(model.score(states[2:5], items[[7, 3]]), full[2:5][:, [7, 3]])  # any rows, any columns
 
 
 @pytest.mark.parametrize("name", TRAINABLE)
@@ -212,7 +222,8 @@ def test_sampled_search_spaces_build_models(name):
         params = registry.search_space("model", name, study.ask())
         model = registry.create("model", name, spec=make_spec(), **params)
         model.fit(make_data())
-        assert torch.isfinite(model(u, i)).all()
+        scores = model(u, i) if model.trainable else model.score(torch.arange(1, N_USERS), torch.arange(N_ITEMS))
+        assert torch.isfinite(scores).all()
 
 
 def test_neumf_reads_only_the_id_fields():
@@ -247,18 +258,18 @@ def test_mostpop_ranks_items_by_training_counts():
     data = make_data(train_items=[3] * 5 + [1] * 3 + [7] * 2 + [2])
     model = MostPop(data.spec)
     model.fit(data)
-    scores = model.score_all(data.user_features[1:4], data.item_features)
+    scores = model.score(torch.arange(1, 4), torch.arange(N_ITEMS))
     expected = torch.log1p(torch.bincount(torch.tensor(data.train.items), minlength=N_ITEMS).float())
     assert torch.equal(scores, expected.expand(3, -1))
     assert scores[0].argsort(descending=True)[:4].tolist() == [3, 1, 7, 2]
-    assert torch.equal(model(data.user_features[[1, 2]], data.item_features[[7, 3]]), expected[[7, 3]])
+    assert torch.equal(model.score(torch.tensor([1, 2]), torch.tensor([7, 3])), expected[[7, 3]].expand(2, -1))
 
 
 def test_mostpop_trains_nothing_but_moves_and_saves_like_a_module():
     data = make_data(train_items=[4, 4, 5])
     model = MostPop(data.spec)
     with pytest.raises(RuntimeError, match="fit"):
-        model(data.user_features, data.item_features)
+        model.score(torch.arange(1, 3), torch.arange(N_ITEMS))
     model.fit(data)
     assert model.trainable is False and not any(p.requires_grad for p in model.parameters())
     fresh = MostPop(data.spec)

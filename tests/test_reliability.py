@@ -169,7 +169,7 @@ def test_non_finite_scores_fail_the_run(tmp_path, monkeypatch):
 
     def explode(model_cfg, data):
         model = original(model_cfg, data)
-        model.score_all = lambda u, i: torch.full((u.shape[0], i.shape[0]), float("inf"))
+        model.score = lambda states, items: torch.full((len(states), len(items)), float("inf"))
         return model
 
     monkeypatch.setattr(runner_mod, "build_model", explode)

@@ -50,7 +50,7 @@ def test_negatives_are_pool_items_never_training_positives(data, name):
     n_pos = len(data.train)
     for epoch in range(30):
         s = sampler.sample(epoch)
-        users, items = s.users.numpy()[n_pos:], s.items.numpy()[n_pos:]
+        users, items = data.train.users[s.positives.numpy()[n_pos:]], s.items.numpy()[n_pos:]
         assert ((items >= 1) & (items < data.n_items)).all()
         assert not data.train_csr.contains(users, items).any()
 
@@ -63,7 +63,8 @@ def test_validation_and_test_items_may_be_training_negatives(data, name):
     drawn = set()
     for epoch in range(10):
         s = sampler.sample(epoch)
-        drawn |= set(s.items.numpy()[len(data.train):][s.users.numpy()[len(data.train):] == 1].tolist())
+        users = data.train.users[s.positives.numpy()]
+        drawn |= set(s.items.numpy()[len(data.train):][users[len(data.train):] == 1].tolist())
     assert drawn == held_out
 
 
@@ -77,7 +78,8 @@ def test_exclude_held_out_never_draws_validation_or_test_items(sparse, name):
         drawn = set()
         for epoch in range(20):
             s, n_pos = sampler.sample(epoch), len(sparse.train)
-            drawn |= set(zip(s.users.numpy()[n_pos:].tolist(), s.items.numpy()[n_pos:].tolist(), strict=True))
+            users = sparse.train.users[s.positives.numpy()]
+            drawn |= set(zip(users[n_pos:].tolist(), s.items.numpy()[n_pos:].tolist(), strict=True))
         assert bool(drawn & held_out) == expect_held_out
         assert not any(sparse.train_csr.contains(np.array([u]), np.array([i]))[0] for u, i in drawn)
 
@@ -94,9 +96,9 @@ def test_layout_positives_then_k_negatives_each(data):
     n_pos = len(data.train)
     assert len(s) == (1 + k) * n_pos
     assert s.labels[:n_pos].eq(1).all() and s.labels[n_pos:].eq(0).all()
-    assert s.users[:n_pos].numpy().tolist() == data.train.users.tolist()
+    assert s.positives[:n_pos].numpy().tolist() == list(range(n_pos))  # each positive once, in order
     assert s.items[:n_pos].numpy().tolist() == data.train.items.tolist()
-    assert s.users[n_pos:].numpy().tolist() == np.repeat(data.train.users, k).tolist()
+    assert s.positives[n_pos:].numpy().tolist() == np.repeat(np.arange(n_pos), k).tolist()  # then k negatives each
 
 
 @pytest.mark.parametrize("name", ["uniform", "popularity"])

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SYNTH_OPTS, tune_config
 
-import bench.tune.study as tuner_mod
+import bench.runner as runner_mod
 from bench.cli import main
 from bench.config import DataConfig, ExperimentConfig, ModelConfig
 from bench.tune.best import best_params_path, load_best_params, save_best
@@ -76,7 +76,7 @@ def test_good_storage_passes(tmp_path, url):
 
 
 def test_tune_checks_storage_before_loading_data_or_creating_anything(tmp_path, monkeypatch):
-    monkeypatch.setattr(tuner_mod, "load_data", lambda *a, **k: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr(runner_mod, "load_frames", lambda *a, **k: pytest.fail("data loaded before the check"))
     with pytest.raises(ValueError, match="unknown database 'foo'"):
         tune(config(tmp_path, storage="foo://x"))
     with pytest.raises(ValueError, match="folder /nope/dir does not exist"):

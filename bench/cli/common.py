@@ -12,7 +12,16 @@ from typing import Any, Callable, NoReturn
 import click
 
 import registry
-from bench.config import PROTOCOLS, DataConfig, EvalConfig, TrainConfig, comma_list, parse_value
+from bench.config import (
+    HISTORY,
+    HISTORY_POOLINGS,
+    PROTOCOLS,
+    DataConfig,
+    EvalConfig,
+    TrainConfig,
+    comma_list,
+    parse_value,
+)
 from bench.eval.metrics import TIE_POLICIES
 
 RESULTS_DIR = "results"
@@ -80,6 +89,11 @@ def data_options(f: Callable) -> Callable:
                      help="rating >= threshold is a positive"),
         click.option("--min-interactions", default=DataConfig.min_interactions, show_default=True,
                      help="users with fewer positives go to train only"),
+        click.option("--history", default=DataConfig.history, show_default=True, type=click.IntRange(min=0),
+                     help=f"the user's last N earlier positives as a feature, for every model (0: none); "
+                          f"a model named NAME+history gets it alone (N, or {HISTORY} when N is 0)"),
+        click.option("--history-pooling", type=click.Choice(HISTORY_POOLINGS), default=DataConfig.history_pooling,
+                     show_default=True, help="how the history's items are pooled"),
     ], f)
 
 
@@ -124,7 +138,8 @@ def data_config(kw: dict[str, Any]) -> DataConfig:
         options["genre_encoding"] = genre
     return guard(lambda: DataConfig(dataset=kw.pop("dataset"), data_dir=kw.pop("data_dir"),
                                     cache_dir=kw.pop("cache_dir"), options=options, threshold=kw.pop("threshold"),
-                                    min_interactions=kw.pop("min_interactions")))
+                                    min_interactions=kw.pop("min_interactions"), history=kw.pop("history"),
+                                    history_pooling=kw.pop("history_pooling")))
 
 
 def experiment_parts(kw: dict[str, Any]) -> tuple[DataConfig, TrainConfig, EvalConfig]:

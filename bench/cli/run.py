@@ -54,7 +54,7 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     """
     from bench.interrupts import exit_code, sigterm_as_interrupt
     from bench.results.store import ResultStore, check_results_dir, check_writable_file
-    from bench.runner import check_config, load_data, run_benchmark
+    from bench.runner import DataSource, check_config, run_benchmark
 
     set_threads(kw.pop("threads"))
     bars, lines = progress_mode(kw.pop("progress"))
@@ -67,7 +67,8 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
         data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
         models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets)))
     guard(lambda: check_config(config))
-    data = guard(lambda: load_data(config.data))  # before the store: a failed load writes nothing
+    data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
+    guard(lambda: [data.get(model.data_config(config.data)) for model in config.models])
     store = guard(lambda: ResultStore(results_dir))
     started = time.perf_counter()
     try:

@@ -35,15 +35,18 @@ class DatasetPlugin(ABC):
 
 
 class TrainSamples:
-    """One epoch of training rows: positives followed by their negatives (the trainer shuffles)."""
+    """One epoch of training rows (the trainer shuffles them). Each row names the training positive it
+    belongs to (`positives`: an index into `data.train`, whose user state gives the row's user features, so
+    a negative shares its positive's history), the item, and the label: 1 for the positive's own item, 0
+    for a negative drawn for it."""
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, labels: np.ndarray):
-        self.users = torch.from_numpy(np.ascontiguousarray(users, dtype=np.int64))
+    def __init__(self, positives: np.ndarray, items: np.ndarray, labels: np.ndarray):
+        self.positives = torch.from_numpy(np.ascontiguousarray(positives, dtype=np.int64))
         self.items = torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64))
         self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.positives)
 
 
 class NegativeSampler(ABC):

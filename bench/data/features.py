@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Iterable
 
 SIDES = ("user", "item")
+POOLINGS = ("mean", "recency")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class FieldSpec:
     max_len: int = 1  # columns taken in the side's feature matrix
     column: int = 0  # first column in the side's feature matrix
     is_id: bool = False  # the user id or item id field (NeuMF, MostPop use only these)
+    shares: str | None = None  # embed with another field's table (history shares item_id's)
+    pooling: str = "mean"  # multi-valued: mean of the values, or recency-weighted (the last ones count most)
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -31,6 +34,10 @@ class FieldSpec:
             raise ValueError(f"field {self.name!r}: vocab_size must count index 0 and >= 1 value")
         if self.max_len < 1 or (not self.multi_valued and self.max_len != 1):
             raise ValueError(f"field {self.name!r}: single-valued fields take exactly one column")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"field {self.name!r}: pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.shares is not None and not self.multi_valued:
+            raise ValueError(f"field {self.name!r}: only a multi-valued field may share another's table")
 
     @property
     def columns(self) -> slice:
@@ -49,6 +56,15 @@ class FeatureSpec:
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"duplicate field names: {sorted(dupes)}")
+        for f in self.fields:
+            if f.shares is not None:
+                owner = next((o for o in self.fields if o.name == f.shares), None)
+                if owner is None or owner.multi_valued or owner.shares is not None:
+                    raise ValueError(f"field {f.name!r} shares {f.shares!r}, which is not a single-valued field "
+                                     "with a table of its own")
+                if f.vocab_size != owner.vocab_size:
+                    raise ValueError(f"field {f.name!r} shares {f.shares!r} but has vocab_size {f.vocab_size}, "
+                                     f"not {owner.vocab_size}")
 
     @classmethod
     def build(cls, fields: Iterable[dict]) -> "FeatureSpec":

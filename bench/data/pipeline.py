@@ -18,9 +18,9 @@ import torch
 import registry
 from bench.config import MIN_INTERACTIONS, THRESHOLD
 from bench.data.encoding import Encoder
-from bench.data.features import SIDES, FeatureSpec
+from bench.data.features import SIDES, FeatureSpec, FieldSpec
 from bench.data.split import TEST, TRAIN, VAL, temporal_split
-from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs
+from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs, UserStates
 
 ID_COLUMNS = {"user": "user_id", "item": "item_id"}
 
@@ -36,8 +36,15 @@ class _EncodedSide:
 
 
 def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interactions: int = MIN_INTERACTIONS,
-            field_dims: dict[str, int] | None = None) -> InteractionData:
-    """Encode, split and index a dataset; see the module docstring for which users and items are kept."""
+            field_dims: dict[str, int] | None = None, history: int = 0,
+            history_pooling: str = "mean") -> InteractionData:
+    """Encode, split and index a dataset; see the module docstring for which users and items are kept.
+
+    `history` > 0 adds the user-side field `history`: the user's last `history` positives strictly earlier
+    than the row's interaction, most recent last, embedded with the item id's table and pooled by
+    `history_pooling` (see `UserStates`)."""
+    if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
+        raise ValueError(f"--history: expected a number of positives >= 0, got {history!r}")
     _check_schema(frames)
     positives = temporal_split(frames.interactions, threshold, min_interactions)
     sides = {
@@ -52,7 +59,8 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
     users = user_enc.transform(positives["user_id"])
     items = item_enc.transform(positives["item_id"])
     split = positives["split"].to_numpy()
-    train, val, test = (Pairs(users[split == s], items[split == s]) for s in (TRAIN, VAL, TEST))
+    states, state_of = user_states(users, items, positives["timestamp"].to_numpy(), n_users, history)
+    train, val, test = (Pairs(users[split == s], items[split == s], state_of[split == s]) for s in (TRAIN, VAL, TEST))
 
     all_users = user_enc.transform(frames.interactions["user_id"])
     all_items = item_enc.transform(frames.interactions["item_id"])
@@ -74,10 +82,17 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         "n_val": len(val),
         "n_test": len(test),
         "n_seen": seen_csr.nnz,
+        "n_states": len(states) - 1,
+        "history": history,
     }
+    user_features = _feature_matrix(spec, "user", sides["user"])
+    if history:
+        spec = FeatureSpec([*spec.fields, FieldSpec(
+            "history", "user", n_items, multi_valued=True, max_len=history, column=user_features.shape[1],
+            shares=ID_COLUMNS["item"], pooling=history_pooling)])
     return InteractionData(
         spec=spec,
-        user_features=_feature_matrix(spec, "user", sides["user"]),
+        user_features=user_features,
         item_features=_feature_matrix(spec, "item", sides["item"]),
         train=train, val=val, test=test,
         train_csr=Csr.from_pairs(train.users, train.items, n_users, n_items),
@@ -86,7 +101,36 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         item_ids=np.concatenate([[None], sides["item"].raw_ids.astype(object)]),
         name=frames.name,
         info=info,
+        states=states,
     )
+
+
+def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int,
+                length: int) -> tuple[UserStates, np.ndarray]:
+    """The states of positives sorted by (user, time, file position), and each positive's state row.
+
+    A positive's history ends (exclusive) at the first positive of its user in its second: positives in the
+    same second are simultaneous, whatever their file order, so none is history to another. One state per
+    distinct (user, end); state 0 is padding. Vectorised: one pass of run starts, one `np.unique`."""
+    n = len(users)
+    first = np.arange(n)
+    new_user = np.ones(n, dtype=bool)
+    new_user[1:] = users[1:] != users[:-1]
+    new_moment = new_user.copy()
+    new_moment[1:] |= timestamps[1:] != timestamps[:-1]
+    end = np.maximum.accumulate(np.where(new_moment, first, 0))
+    begin = np.zeros(n_users, dtype=np.int64)
+    begin[users[new_user]] = first[new_user]
+    keys, state_of = np.unique(users.astype(np.int64) * (n + 1) + end, return_inverse=True)
+    state_user, state_end = np.divmod(keys, n + 1)
+    states = UserStates(
+        user=torch.from_numpy(np.concatenate([[0], state_user]).astype(np.int64)),
+        end=torch.from_numpy(np.concatenate([[0], state_end]).astype(np.int64)),
+        sequence=torch.from_numpy(np.asarray(items, dtype=np.int64)),
+        begin=torch.from_numpy(begin),
+        length=int(length),
+    )
+    return states, state_of.astype(np.int64) + 1
 
 
 def _check_schema(frames: DatasetFrames) -> None:

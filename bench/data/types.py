@@ -102,13 +102,70 @@ class Csr:
 
 @dataclass
 class Pairs:
-    """Aligned (user, item) index arrays."""
+    """Aligned rows: the user (ids, masks, popularity), the item, and the user state whose features the row
+    sees (`states`; None: the user's own row, as in hand-built data without history)."""
 
     users: np.ndarray
     items: np.ndarray
+    states: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.states is None:
+            self.states = self.users
 
     def __len__(self) -> int:
         return len(self.users)
+
+
+@dataclass
+class UserStates:
+    """The user side of every row: who, and what they had liked strictly before the row's moment.
+
+    State s is user `user[s]` with the history `sequence[begin[user[s]]:end[s]]`: the user's positives with
+    a timestamp strictly earlier than the state's interaction, oldest first. `sequence` holds every positive
+    (training and held-out) grouped by user in time order, `begin[u]` where user u's run starts. A training
+    positive, the validation interaction and the test interaction each have a state; a user's positives in
+    one second share one (simultaneous, not history). Only (user, end) is kept per state: a history is a
+    window into `sequence`, never copied, so a row's `length` history columns are gathered when needed.
+    Without `sequence` (hand-built data) state s is user s with no history.
+    """
+
+    user: torch.Tensor  # (n_states,) int64; state 0 is padding: user 0, no history
+    end: torch.Tensor | None = None  # (n_states,) int64 index into `sequence`
+    sequence: torch.Tensor | None = None  # (n_positives,) int64 item rows
+    begin: torch.Tensor | None = None  # (n_users + 1,) int64 start of each user's run in `sequence`
+    length: int = 0  # history columns of a user row (the history field's max_len; 0: none)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def to(self, device: torch.device | str) -> "UserStates":
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return UserStates(move(self.user), move(self.end), move(self.sequence), move(self.begin), self.length)
+
+    def history(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, length) item rows of each state's last `length` earlier positives, most recent last, 0-padded
+        at the front."""
+        if self.length == 0 or self.sequence is None:
+            return torch.zeros(len(states), self.length, dtype=torch.long, device=states.device)
+        end = self.end[states].unsqueeze(1)
+        start = self.begin[self.user[states]].unsqueeze(1)
+        positions = end - self.length + torch.arange(self.length, device=states.device)
+        inside = positions >= start
+        return torch.where(inside, self.sequence[positions.clamp(min=0)], torch.zeros_like(positions))
+
+    def known(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in `states`, item row) of every positive strictly earlier than each state: everything the user
+        had shown us at that moment (what closed-form models score from)."""
+        states = np.asarray(states, np.int64)
+        user, end = self.user.numpy()[states], self.end.numpy()[states]
+        start = self.begin.numpy()[user]
+        lengths = end - start
+        rows = np.repeat(np.arange(len(states)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return rows, self.sequence.numpy()[np.repeat(start, lengths) + offsets]
 
 
 @dataclass
@@ -117,11 +174,12 @@ class InteractionData:
 
     Row 0 of both feature matrices is the unknown/padding row (all zeros); real users are rows
     1..n_users-1 and real items (the candidate pool) rows 1..n_items-1. Row r's id field holds r, so a
-    row index *is* the id field's index (MostPop and NeuMF rely on this).
+    row index *is* the id field's index (MostPop and NeuMF rely on this). A row's user side is a user
+    state (`states`): the user's static features plus, with history, the items they liked before it.
     """
 
     spec: FeatureSpec
-    user_features: torch.Tensor  # (n_users, spec.num_columns("user")) int64
+    user_features: torch.Tensor  # (n_users, static user columns) int64
     item_features: torch.Tensor  # (n_items, spec.num_columns("item")) int64
     train: Pairs  # implicit positives used for training
     val: Pairs  # one held-out item per eligible user
@@ -132,6 +190,11 @@ class InteractionData:
     item_ids: np.ndarray  # raw id of each item row
     name: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    states: UserStates | None = None  # None: one state per user, no history (hand-built data)
+
+    def __post_init__(self) -> None:
+        if self.states is None:
+            self.states = UserStates(torch.arange(self.user_features.shape[0]))
 
     @property
     def n_users(self) -> int:
@@ -148,3 +211,27 @@ class InteractionData:
     def held_out_csr(self) -> Csr:
         """Validation items per user (masked, with training items, when ranking for test)."""
         return Csr.from_pairs(self.val.users, self.val.items, self.n_users, self.n_items)
+
+    def user_rows(self, device: torch.device | str = "cpu") -> "UserRows":
+        """The feature rows of user states, on `device`."""
+        return UserRows(self.user_features.to(device), self.states.to(device))
+
+    def known(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in `states`, item row) of what each state's user had liked before it: the positives strictly
+        earlier (with a history sequence), else the user's training positives."""
+        if self.states.sequence is not None:
+            return self.states.known(states)
+        return self.train_csr.rows_pairs(self.states.user.numpy()[np.asarray(states, np.int64)])
+
+
+class UserRows:
+    """Feature rows of user states on one device: the user's static columns, then the history columns."""
+
+    def __init__(self, static: torch.Tensor, states: UserStates):
+        self.static, self.states = static, states
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        static = self.static[self.states.user[rows]]
+        if self.states.length == 0:
+            return static
+        return torch.cat([static, self.states.history(rows)], dim=1)

@@ -7,7 +7,9 @@ full     every pool item (rows 1..n_items-1) competes, except what the user has 
 sampled  the held-out item against `num_negatives` items the user never interacted with, drawn with a
          fixed seed (the NCF protocol: cheaper, but optimistic and not comparable with `full`).
 
-Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), in user chunks sized
+Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), on each evaluated user's
+state (the user's features and, with history, what they liked before the held-out item), or from
+`model.score(states, items)` for a fitted model, in user chunks sized
 so one chunk's pair embeddings stay around 16 MB; rank counts come from `bench.eval.metrics.rank_counts`
 and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one explicit policy.
 """
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from bench.data.eval_negatives import sample_eval_negatives
-from bench.data.types import InteractionData, Pairs
+from bench.data.types import InteractionData, Pairs, UserRows
 from bench.device import flush_denormal
 from bench.eval.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
 from bench.nn.model import RankingModel
@@ -62,7 +64,7 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
     if protocol == "sampled" and (isinstance(num_negatives, bool)
                                   or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1):
         raise ValueError(f"num_negatives must be a positive int for the sampled protocol, got {num_negatives!r}")
-    users, items = _held_out(data, split)
+    users, items, states = _held_out(data, split)
     device = torch.device(device)
     _check_model_device(model, device)
 
@@ -73,9 +75,10 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
     try:
         with torch.inference_mode():
             if protocol == "full":
-                greater, tied, n_candidates = _rank_full(model, data, users, items, split, device, batch_users)
+                greater, tied, n_candidates = _rank_full(model, data, users, items, states, split, device,
+                                                         batch_users)
             else:
-                greater, tied, n_candidates = _rank_sampled(model, data, users, items, num_negatives, seed,
+                greater, tied, n_candidates = _rank_sampled(model, data, users, items, states, num_negatives, seed,
                                                             device, batch_users)
     finally:
         model.train(was_training)
@@ -100,10 +103,11 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"evaluate: {option}={value!r}; expected one of {', '.join(choices)}")
 
 
-def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The split's (user rows, held-out item rows), checked against the feature matrices."""
+def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The split's (user rows, held-out item rows, user-state rows), checked against the feature matrices."""
     pairs: Pairs = getattr(data, split)
     users, items = np.asarray(pairs.users, np.int64), np.asarray(pairs.items, np.int64)
+    states = np.asarray(pairs.states, np.int64)
     if len(users) == 0:
         raise ValueError(f"data.{split} has no users to evaluate (dataset {data.name!r})")
     if users.shape != items.shape:
@@ -113,7 +117,7 @@ def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray
         if bad.size:
             raise ValueError(f"data.{split}: {what} rows must be in 1..{size - 1} (row 0 is padding), "
                              f"got {bad[:5].tolist()}")
-    return users, items
+    return users, items, states
 
 
 def _check_model_device(model: RankingModel, device: torch.device) -> None:
@@ -141,16 +145,26 @@ def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int
     return max(1, CHUNK_FLOATS // (items_per_user * max(per_pair, 1)))
 
 
-def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray, split: str,
-               device: torch.device, batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
+            item_x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(U, I) scores of these user states against every item row: from feature rows for a trained model,
+    from the state and item rows for a fitted one (`FittedModel.score`)."""
+    rows = torch.from_numpy(states).to(device)
+    if model.trainable:
+        return model.score_all(user_rows(rows), item_x)
+    return model.score(rows, torch.arange(data.n_items, device=device))
+
+
+def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
+               states: np.ndarray, split: str, device: torch.device,
+               batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
     """Rank counts against every pool item not already known for the user."""
     known = [data.train_csr] + ([data.held_out_csr()] if split == "test" else [])
     for csr in known:
         if csr.n_items != data.n_items:
             raise ValueError(f"evaluate: interaction CSR has {csr.n_items} item columns but the item feature "
                              f"matrix has {data.n_items} rows")
-    user_x_all = data.user_features.to(device)
-    item_x = data.item_features.to(device)
+    user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, data.n_items)
     greater, tied, counts = [], [], []
     for start in range(0, len(users), chunk):
@@ -161,9 +175,9 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
             candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
         candidates[:, 0] = False  # the padding row is never a candidate
         candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
-        scores = model.score_all(user_x_all[torch.from_numpy(rows).to(device)], item_x)
+        scores = _scores(model, data, user_rows, states[start:start + chunk], item_x, device)
         if scores.shape != candidates.shape:
-            raise ValueError(f"{type(model).__name__}.score_all returned {tuple(scores.shape)}, expected "
+            raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
                              f"{tuple(candidates.shape)} (users x items)")
         g, t = rank_counts(scores, target, candidates)
         greater.append(g)
@@ -174,7 +188,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
 
 
 def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
-                  num_negatives: int, seed: int, device: torch.device,
+                  states: np.ndarray, num_negatives: int, seed: int, device: torch.device,
                   batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
     """Rank counts against a fixed-seed sample of items the user never interacted with."""
     negatives = np.asarray(sample_eval_negatives(data, users, n=num_negatives, seed=seed, allow_fewer=True))
@@ -187,14 +201,17 @@ def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray,
     # column 0 is the held-out item; the rest are its negatives
     candidates = torch.from_numpy(np.concatenate([items[:, None], negatives.astype(np.int64)], axis=1))
     candidates = candidates.to(device)
-    user_rows = torch.from_numpy(users).to(device)
-    user_x_all, item_x_all = data.user_features.to(device), data.item_features.to(device)
+    state_rows = torch.from_numpy(states).to(device)
+    user_rows, item_x_all = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, width, full=False)
     greater, tied = [], []
     for start in range(0, len(users), chunk):
         block = candidates[start:start + chunk]
-        user_x = user_x_all[user_rows[start:start + chunk].repeat_interleave(width)]
-        scores = model(user_x, item_x_all[block.reshape(-1)])
+        if model.trainable:
+            scores = model(user_rows(state_rows[start:start + chunk].repeat_interleave(width)),
+                           item_x_all[block.reshape(-1)])
+        else:  # a fitted model scores rows: all items of these states, then the candidates' columns
+            scores = _scores(model, data, user_rows, states[start:start + chunk], item_x_all, device).gather(1, block)
         if scores.numel() != block.numel():
             raise ValueError(f"{type(model).__name__}.forward returned {scores.numel()} scores for "
                              f"{block.numel()} (user, item) rows")

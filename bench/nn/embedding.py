@@ -7,7 +7,8 @@ One forward pass gives three views of the same vectors (the DeepFM idea: FM and 
     flat_embeddings  (B, total_dim)     the raw field vectors concatenated, for the MLP
 
 Index 0 (unknown / padding) contributes exactly zero to all three. Single-valued fields of equal dim
-share one table (one gather for all of them); multi-valued fields are mean-pooled `EmbeddingBag`s.
+share one table (one gather for all of them); multi-valued fields are pooled bags (mean, or weighted by
+recency), and a field may look its values up in another field's table (the history in the item id's).
 Each side (user, item) can be embedded alone, so full ranking embeds every user and every item once
 and scores the pairs from the two sides (`Embedded.pairs`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.config import check_number
@@ -84,6 +86,14 @@ class _SideEmbedding(nn.Module):
         self.num_fields = len(fields)
         self.total_dim = sum(f.dim or embed_dim for f in fields)
 
+    def table_of(self, name: str) -> tuple["_FieldGroup", int] | None:
+        """The group holding single-valued field `name`, and the field's offset in its table (None if absent)."""
+        for group, members in zip(self.groups, self.group_fields, strict=True):
+            for f, offset in zip(members, group.offsets.view(-1).tolist(), strict=True):
+                if f.name == name:
+                    return group, offset
+        return None
+
     def forward(self, x: torch.Tensor) -> Embedded:
         firsts, vectors, flats = [], [], []
         for part in [*self.groups, *self.bags]:
@@ -134,26 +144,59 @@ class _FieldGroup(nn.Module):
         return first, field, vec.flatten(1)
 
 
+RECENCY_DECAY = 0.7  # recency pooling: each older position weighs this much of the next newer one
+
+
+def pooling_weights(idx: torch.Tensor) -> torch.Tensor:
+    """Recency weights of a (B, L) index matrix, most recent last: decay ** (distance from the last column),
+    padding excluded, each row summing to 1 (or 0 when empty)."""
+    length = idx.shape[1]
+    decay = RECENCY_DECAY ** torch.arange(length - 1, -1, -1, device=idx.device, dtype=torch.float32)
+    weights = decay * (idx > 0)
+    return weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 class _BagField(nn.Module):
-    """A multi-valued field (e.g. genres): mean of its values' vectors, padding excluded."""
+    """A multi-valued field (genres, history): its values' vectors pooled, padding excluded. `mean` pooling
+    averages them; `recency` weighs the last columns most (`pooling_weights`). A field that shares another
+    field's table (history shares item_id's) looks its values up there: one table, one meaning."""
 
     def __init__(self, field: FieldSpec, embed_dim: int):
         super().__init__()
         dim = field.dim or embed_dim
-        self.cols = field.columns
-        self.vectors = nn.EmbeddingBag(field.vocab_size, dim, mode="mean", padding_idx=0)
-        self.weights = nn.EmbeddingBag(field.vocab_size, 1, mode="mean", padding_idx=0)
-        nn.init.normal_(self.vectors.weight, std=0.01)
-        nn.init.zeros_(self.weights.weight)
-        with torch.no_grad():
-            self.vectors.weight[0].zero_()
+        self.cols, self.pooling, self.shares = field.columns, field.pooling, field.shares
+        self._table: list[nn.Module] = []  # the owner's group, when shared (a plain list: not a submodule)
+        self.offset = 0
+        if field.shares is None:
+            self.vectors = nn.EmbeddingBag(field.vocab_size, dim, mode="mean", padding_idx=0)
+            self.weights = nn.EmbeddingBag(field.vocab_size, 1, mode="mean", padding_idx=0)
+            nn.init.normal_(self.vectors.weight, std=0.01)
+            nn.init.zeros_(self.weights.weight)
+            with torch.no_grad():
+                self.vectors.weight[0].zero_()
         self.projection = nn.Linear(dim, embed_dim, bias=False) if dim != embed_dim else None
+
+    def share(self, group: "_FieldGroup", offset: int) -> None:
+        """Look values up in `group`'s tables, local index k > 0 at row offset + k."""
+        self._table, self.offset = [group], offset
+
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        owner = self._table[0] if self._table else self
+        return owner.vectors.weight, owner.weights.weight
 
     def forward(self, x: torch.Tensor):
         idx = x[:, self.cols]
-        vec = self.vectors(idx)  # (B, dim)
+        rows = torch.where(idx > 0, idx + self.offset, torch.zeros_like(idx)) if self.offset else idx
+        vectors, weights = self._tables()
+        if self.pooling == "mean":
+            vec = F.embedding_bag(rows, vectors, mode="mean", padding_idx=0)  # (B, dim)
+            first = F.embedding_bag(rows, weights, mode="mean", padding_idx=0)
+        else:
+            w = pooling_weights(idx)
+            vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode="sum", padding_idx=0)
+            first = F.embedding_bag(rows, weights, per_sample_weights=w, mode="sum", padding_idx=0)
         field = vec if self.projection is None else self.projection(vec)
-        return self.weights(idx), field.unsqueeze(1), vec
+        return first, field.unsqueeze(1), vec
 
 
 class FeatureEmbedding(nn.Module):
@@ -166,6 +209,9 @@ class FeatureEmbedding(nn.Module):
         self.embed_dim = embed_dim
         self.user = _SideEmbedding(spec.side("user"), embed_dim)
         self.item = _SideEmbedding(spec.side("item"), embed_dim)
+        sides = (self.user, self.item)
+        for bag in (b for side in sides for b in side.bags if b.shares is not None):
+            bag.share(*next(found for side in sides if (found := side.table_of(bag.shares)) is not None))
         self.num_fields = len(spec)
         self.total_dim = self.user.total_dim + self.item.total_dim
 

@@ -1,16 +1,18 @@
 """The model contract, and its two kinds: models trained on FeatureEmbedding, and models fitted once.
 
-Every model plugin is a `RankingModel`: ``forward(user_x, item_x) -> (B,)`` logits for rows of the two
-feature matrices, and ``score_all(user_x, item_x) -> (U, I)`` for full ranking. `trainable` says who
-fits it: the trainer (gradient steps on sampled negatives), or the model itself in ``fit(data)`` from
-the training positives (MostPop, EASE, ItemKNN: counting or a closed form, no gradient).
+Every model plugin is a `RankingModel`, and `trainable` says which kind. A trained one gives
+``forward(user_x, item_x) -> (B,)`` logits for feature rows of user states and items, and
+``score_all(user_x, item_x) -> (U, I)`` for full ranking; the trainer fits it by gradient steps on sampled
+negatives. A fitted one (MostPop, EASE, ItemKNN: counting or a closed form, no gradient) is fitted by
+``fit(data)`` from the training positives and gives ``score(states, items) -> (U, I)`` from rows.
 
 * `EmbeddingModel`: built as ``Model(spec, embed_dim, **hparams)`` on a FeatureEmbedding; it writes its
   paper's equation once, in ``head(embedded)``. Full ranking embeds each user and each item once and hands
   `head` every pair as its two sides (`Embedded.pairs`), which the shared layers score without forming
   the pairs, when the model says its head uses only such layers (``pair_scoring = True``); otherwise the
   pairs are formed, chunk by chunk.
-* `FittedModel`: built as ``Model(spec, **hparams)``, fitted by ``fit(data)``, scoring from buffers.
+* `FittedModel`: built as ``Model(spec, **hparams)``, fitted by ``fit(data)``, scoring rows; what a user
+  state knows is what its user liked strictly before it (`known_matrix`): the same rule as history.
 """
 
 from __future__ import annotations
@@ -93,9 +95,23 @@ class EmbeddingModel(RankingModel):
 
 
 class FittedModel(RankingModel):
-    """A model fitted once from the training positives by `fit(data)` (counting or a closed form)."""
+    """A model fitted once from the training positives by `fit(data)` (counting or a closed form), scoring
+    user states against items by their rows: `score(states, items) -> (U, I)` (no feature rows: what it
+    knows of a state is the data's, e.g. `known_matrix`)."""
 
     trainable = False
+
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define score(states, items) -> (U, I) scores")
+
+
+def known_matrix(data: Any, states: torch.Tensor, n_items: int | None = None) -> torch.Tensor:
+    """(U, n_items) float32 0/1 rows: the items each user state had liked strictly before it (`data.known`),
+    x_u of the closed-form models, on the states' device."""
+    rows, items = data.known(states.cpu().numpy())
+    x = torch.zeros(len(states), n_items or data.n_items, device=states.device)
+    x[torch.from_numpy(rows).to(states.device), torch.from_numpy(items).to(states.device)] = 1.0
+    return x
 
 
 def check_model(model: Any) -> list[str]:
@@ -103,13 +119,11 @@ def check_model(model: Any) -> list[str]:
     missing = []
     if not isinstance(model, nn.Module):
         missing.append("to be a torch.nn.Module (subclass bench.nn.model.EmbeddingModel or FittedModel)")
-    for method in ("forward", "score_all"):
-        if not callable(getattr(model, method, None)):
-            missing.append(f"a {method}(user_x, item_x) method")
-    if not isinstance(getattr(model, "trainable", None), bool):
+    trainable = getattr(model, "trainable", None)
+    if not isinstance(trainable, bool):
         missing.append("a bool attribute trainable (False: fitted by fit(data), not by the trainer)")
-    elif not model.trainable and not callable(getattr(model, "fit", None)):
-        missing.append("a fit(data) method, as it is not trainable")
+    methods = ("forward", "score_all") if trainable else ("fit", "score")
+    missing += [f"a {m} method" for m in methods if not callable(getattr(model, m, None))]
     return missing
 
 

@@ -2,10 +2,11 @@
 
 The best state is deep-copied (cloned tensors) and restored at the end: the original notebook's
 `state_dict().copy()` is a shallow copy whose tensors keep training, so it silently restored the last
-epoch. Each epoch's (user row, item row, label) indices are shuffled once; their feature rows are gathered
-from the feature matrices (kept on the device) GATHER_ROWS samples at a time, then sliced into batches: no
-per-sample Python, no DataLoader, and memory bounded by the chunk rather than by an epoch's feature rows
-(gathering batch by batch instead cost 17% of FM's training speed on ML-100K).
+epoch. Each epoch's (user state, item row, label) indices are shuffled once; their feature rows (static user
+features and history windows, item features; the matrices kept on the device) are gathered GATHER_ROWS
+samples at a time, then sliced into batches: no per-sample Python, no DataLoader, and memory bounded by the
+chunk rather than by an epoch's feature rows (gathering batch by batch instead cost 17% of FM's training
+speed on ML-100K).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
     sampler = make_sampler(config).fit(data)
     optimizer = make_adam(model, config)
     generator = torch.Generator().manual_seed(config.seed)
-    user_features, item_features = data.user_features.to(device), data.item_features.to(device)
+    user_rows, item_features = data.user_rows(device), data.item_features.to(device)
+    train_states = torch.from_numpy(data.train.states).to(device)
     history: list[dict[str, float]] = []
     best_value, best_epoch, best_state, waited = float("-inf"), 0, None, 0
     train_s = sample_s = eval_s = 0.0
@@ -90,14 +92,15 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
         t0 = time.perf_counter()
         drawn = sampler.sample(epoch)
         order = torch.randperm(len(drawn), generator=generator)
-        users, items, labels = (x[order].to(device) for x in (drawn.users, drawn.items, drawn.labels))
+        positives, items, labels = (x[order].to(device) for x in (drawn.positives, drawn.items, drawn.labels))
+        states = train_states[positives]  # a negative's user side is its positive's state
         t1 = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
         steps = 0
         chunk = max(GATHER_ROWS // config.batch_size, 1) * config.batch_size  # whole batches per chunk
         for begin in range(0, len(labels), chunk):
-            user_x = user_features.index_select(0, users[begin:begin + chunk])
+            user_x = user_rows(states[begin:begin + chunk])
             item_x = item_features.index_select(0, items[begin:begin + chunk])
             for start in range(0, len(user_x), config.batch_size):
                 end = start + config.batch_size

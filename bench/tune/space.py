@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 import registry
-from bench.config import EMBED_DIMS, comma_list
+from bench.config import EMBED_DIMS, HISTORY_POOLINGS, comma_list
 
 SWEEPS = ("interactions", "sampler")
 
@@ -36,10 +36,18 @@ def interaction_combos() -> tuple[str, ...]:
     return tuple(",".join(c) for n in (1, 2, 3) for c in itertools.combinations(names, n))
 
 
-def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps. The params go
-    through `ModelConfig.with_params`, like --params and --set."""
+HISTORY_LENGTHS = [5, 10, 20, 50]
+
+
+def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...],
+                 history: bool = False) -> tuple[str, dict[str, Any]]:
+    """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps, and for a model
+    with history its length and pooling. The params go through `ModelConfig.with_params`, like --params
+    and --set."""
     params = common_space(trial)
+    if history:
+        params["history"] = trial.suggest_categorical("history", HISTORY_LENGTHS)
+        params["history_pooling"] = trial.suggest_categorical("history_pooling", list(HISTORY_POOLINGS))
     if "interactions" in sweep:
         plugin = "composed"
         params["interactions"] = trial.suggest_categorical("interactions", interaction_combos())

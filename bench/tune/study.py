@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench.config import ExperimentConfig, ModelConfig
 from bench.device import cpu_count, flush_denormal, resolve_device, seed_everything, set_threads
-from bench.runner import build_model, load_data
+from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
 from bench.tune.space import interaction_combos, trial_params
 from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_storage, open_storage, worker_id
@@ -158,7 +158,8 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
     set_threads(cfg.threads)
     flush_denormal()
     study = open_study(cfg)
-    data = data if data is not None else load_data(cfg.experiment.data)
+    data = data if isinstance(data, DataSource) else DataSource.fixed(data) if data is not None else DataSource()
+    data.get(cfg.model.data_config(cfg.experiment.data))  # loaded before the first trial
     device = resolve_device(cfg.device)
     stop = _Stop(stop_event)
     previous = signal.signal(signal.SIGINT, stop) if worker == 0 and _main_thread() else None
@@ -260,7 +261,8 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
         state["surplus"] = True
         trial.set_user_attr("surplus", True)
         raise optuna.TrialPruned(f"surplus: the study already has {cfg.trials} trials")
-    plugin, params = trial_params(trial, cfg.model.plugin, cfg.sweep)
+    history = cfg.model.data_config(cfg.experiment.data).history > 0
+    plugin, params = trial_params(trial, cfg.model.plugin, cfg.sweep, history=history)
     trial.set_user_attr("run_params", json.dumps(params))
     trial.set_user_attr("registry_model", plugin)
     trial.set_user_attr("device", str(device))
@@ -276,8 +278,9 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
 
     try:
         seed_everything(train_cfg.seed)
-        built = build_model(model, data).to(device)
-        result = train(built, data, train_cfg, cfg.experiment.eval, device, on_epoch=report)
+        prepared = data.get(model.data_config(cfg.experiment.data))
+        built = build_model(model, prepared).to(device)
+        result = train(built, prepared, train_cfg, cfg.experiment.eval, device, on_epoch=report)
     except UpdateFinishedTrialError:
         raise  # another worker declared this trial lost meanwhile: see _one_trial
     except CATCH as exc:

@@ -16,24 +16,17 @@ class MostPop(FittedModel):
 
     def __init__(self, spec: FeatureSpec):
         super().__init__(spec)
-        self.item_column = spec.id_field("item").column
         self.register_buffer("popularity", torch.zeros(0))
 
     def fit(self, data: Any) -> None:
         counts = torch.from_numpy(np.log1p(data.item_counts()))
         self.popularity = counts.to(self.popularity)  # the buffer's device and dtype
 
-    def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        return self._item_scores(item_x)
-
-    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        # contiguous, not an expanded view: callers may write into the scores
-        return self._item_scores(item_x).unsqueeze(0).expand(user_x.shape[0], -1).contiguous()
-
-    def _item_scores(self, item_x: torch.Tensor) -> torch.Tensor:
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.popularity.numel() == 0:
             raise RuntimeError("MostPop: call fit(data) with the training data before scoring")
-        return self.popularity[item_x[:, self.item_column]]  # an item row's id field holds the row index
+        # contiguous, not an expanded view: callers may write into the scores
+        return self.popularity[items].unsqueeze(0).expand(len(states), -1).contiguous()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "popularity")

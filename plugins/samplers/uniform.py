@@ -56,15 +56,16 @@ class UniformSampler(NegativeSampler):
             raise RuntimeError(f"{self.name} sampler: call fit(data) before sample(epoch)")
         train, csr = self.data.train, self.rejected
         rng = np.random.default_rng((self.seed, epoch))
-        users = np.repeat(train.users, self.num_negatives)
+        n_pos = len(train)
+        owners = np.repeat(np.arange(n_pos), self.num_negatives)  # the positive each negative is drawn for
+        users = train.users[owners]
         negatives = self._draw(rng, len(users))
         rejected = np.flatnonzero(csr.contains(users, negatives))
         while rejected.size:
             negatives[rejected] = self._draw(rng, rejected.size)
             rejected = rejected[csr.contains(users[rejected], negatives[rejected])]
-        n_pos = len(train)
         return TrainSamples(
-            np.concatenate([train.users, users]),
+            np.concatenate([np.arange(n_pos), owners]),
             np.concatenate([train.items, negatives]),
             np.concatenate([np.ones(n_pos, np.float32), np.zeros(len(users), np.float32)]),
         )

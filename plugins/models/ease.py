@@ -1,0 +1,44 @@
+"""EASE (Steck 2019): an item x item linear model in closed form, a strong simple baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.config import check_number
+from bench.data.features import FeatureSpec
+from bench.nn.item_item import item_gram, require_memory
+from bench.nn.model import FittedModel, known_matrix
+
+
+class EASE(FittedModel):
+    """EASE: B = I - P diag(1 / diag(P)), P = (X^T X + reg I)^-1 over the training positives (zero
+    diagonal); a user state scores x_u B, x_u its positives strictly before it. Option `reg` (lambda)."""
+
+    def __init__(self, spec: FeatureSpec, reg: float = 250.0):
+        super().__init__(spec)
+        self.reg = check_number("reg", reg, low=0)
+        if self.reg == 0:
+            raise ValueError("reg: expected a number > 0 (X^T X alone is singular), got 0")
+        self.register_buffer("weights", torch.zeros(0, 0))
+        self.data: Any = None
+
+    def fit(self, data: Any) -> None:
+        require_memory("ease", data.n_items, copies=3, dtype=torch.float64)
+        gram = item_gram(data, torch.float64)
+        gram.diagonal().add_(self.reg)
+        precision = torch.linalg.inv(gram)
+        weights = precision / -precision.diagonal()  # column j scaled by -1 / P_jj
+        weights.diagonal().zero_()
+        self.weights = weights.to(self.weights)
+        self.data = data
+
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.data is None:
+            raise RuntimeError("EASE: call fit(data) with the training data before scoring")
+        return known_matrix(self.data, states) @ self.weights[:, items]
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return {"reg": trial.suggest_float("reg", 1.0, 1e4, log=True)}

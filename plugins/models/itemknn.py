@@ -1,0 +1,47 @@
+"""ItemKNN: item-based collaborative filtering by cosine similarity (Sarwar et al. 2001)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bench.config import check_number
+from bench.data.features import FeatureSpec
+from bench.nn.item_item import item_gram, require_memory
+from bench.nn.model import FittedModel, known_matrix
+
+
+class ItemKNN(FittedModel):
+    """ItemKNN: S_ij = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over the training positives, each item j
+    keeping its `k` most similar items (column j); a user state scores x_u S, x_u its positives strictly
+    before it. Options `k`, `shrink`."""
+
+    def __init__(self, spec: FeatureSpec, k: int = 100, shrink: float = 10.0):
+        super().__init__(spec)
+        self.k = int(check_number("k", k, low=1, integer=True))
+        self.shrink = check_number("shrink", shrink, low=0)
+        self.register_buffer("similarity", torch.zeros(0, 0))
+        self.data: Any = None
+
+    def fit(self, data: Any) -> None:
+        require_memory("itemknn", data.n_items, copies=2, dtype=torch.float32)
+        gram = item_gram(data, torch.float32)
+        norms = gram.diagonal().sqrt()
+        similarity = gram / (norms.unsqueeze(1) * norms.unsqueeze(0) + self.shrink).clamp(min=1e-12)
+        similarity.diagonal().zero_()
+        if self.k < data.n_items:  # keep the k largest of each column, zero the rest
+            kept = torch.zeros_like(similarity, dtype=torch.bool)
+            kept.scatter_(0, similarity.topk(self.k, dim=0).indices, True)
+            similarity = similarity * kept
+        self.similarity = similarity.to(self.similarity)
+        self.data = data
+
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.data is None:
+            raise RuntimeError("ItemKNN: call fit(data) with the training data before scoring")
+        return known_matrix(self.data, states) @ self.similarity[:, items]
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return {"k": trial.suggest_int("k", 5, 1000, log=True), "shrink": trial.suggest_float("shrink", 0.0, 500.0)}
