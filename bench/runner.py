@@ -161,7 +161,8 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
     run_id = store.start_run(dataset=data.name, model=model.name, seed=seed, device=str(device),
                              protocol=evaluation.protocol, ties=evaluation.ties,
                              num_negatives=evaluation.eval_negatives if evaluation.protocol == "sampled" else None,
-                             config=config.run_record(model, seed), versions=versions(), git_commit=git_commit())
+                             config={**config.run_record(model, seed), "data_checksum": data.info.get("checksum")},
+                             versions=versions(), git_commit=git_commit())
     history: list[dict[str, Any]] = []
     try:
         start = time.perf_counter()

@@ -49,7 +49,7 @@ def test_the_default_tables_fit_a_terminal_and_metrics_asks_for_more(tmp_path):
     header = res.stdout.splitlines()[0]
     assert "HR@10" in header and "NDCG@10" in header and "MRR" in header
     assert "Recall" not in res.stdout and "HR@5" not in header  # Recall@K is HR@K under leave-one-out
-    assert "±" not in res.stdout  # one seed: no std to show
+    assert "± 0.0000" not in res.stdout  # one seed: no std to show, an interval over users instead
     more = invoke("report", "--results-dir", str(tmp_path), "--metrics", "HR@20,MAP@10")
     assert "HR@20" in more.stdout.splitlines()[0] and "MAP@10" in more.stdout and "NDCG@10" not in more.stdout
     every = invoke("report", "--results-dir", str(tmp_path), "--metrics", "all")
@@ -64,10 +64,13 @@ def test_the_default_tables_fit_a_terminal_and_metrics_asks_for_more(tmp_path):
     assert "Recall@10 mean" in csv.splitlines()[0]
 
 
-def test_several_seeds_show_their_spread(tmp_path):
+def test_every_cell_carries_an_interval_over_users_and_seeds(tmp_path):
     res = invoke("run", "--models", "fm", "--seeds", "1,2", *SYNTH, *FAST, "--no-progress", "--results-dir",
                  str(tmp_path))
-    assert "±" in res.stdout
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| fm "))
+    low, high = (float(x) for x in row.split("[")[1].split("]")[0].split(","))
+    mean = float(row.split("|")[2].split("[")[0])
+    assert low < mean < high and "2 seed(s)" in res.stdout
 
 
 def test_bench_data_prints_each_figure_once(tmp_path):

@@ -30,7 +30,8 @@ def test_run_prints_json_leaderboard_and_report_rebuilds_it(tmp_path):
     assert {r["model"] for r in rows} == {"deepfm", "neumf", "mostpop"}
     for r in rows:
         for name in ("HR@5", "NDCG@10", "Recall@20", "MAP@10", "MRR"):
-            assert set(r[name]) == {"mean", "std"} and 0 <= r[name]["mean"] <= 1
+            assert set(r[name]) == {"mean", "std", "ci_low", "ci_high"} and 0 <= r[name]["mean"] <= 1
+            assert r[name]["ci_low"] <= r[name]["mean"] <= r[name]["ci_high"]
         assert r["seeds"] == 2
     report = invoke("report", "--results-dir", str(tmp_path), "--format", "json")
     assert json.loads(report.stdout) == rows
@@ -42,7 +43,7 @@ def test_run_prints_comparison_against_the_baseline_and_writes_markdown(tmp_path
                  "--results-dir", str(tmp_path), "--output", str(out))
     assert res.exit_code == 0, res.output
     comparison = [line for line in res.stdout.splitlines() if line.startswith("| fm ") and "NDCG@10" in line]
-    assert "p-value" in res.stdout and "| mostpop " in res.stdout and len(comparison) == 1
+    assert "p (Holm)" in res.stdout and "| mostpop " in res.stdout and len(comparison) == 1
     text = out.read_text()
     assert text.startswith("# synthetic[") and "bench run --models fm,mostpop" in text
     assert "| model" in text and "Against the mostpop baseline" in text and comparison[0] in text

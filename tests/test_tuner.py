@@ -139,3 +139,44 @@ def test_sweep_makes_plugin_choices_categorical(tmp_path):
     assert all({"interactions", "sampler"} <= set(t.params) for t in trials)
     assert all(t.user_attrs["registry_model"] == "composed" for t in trials)
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, monkeypatch):
+    import bench.tune.confirm as confirm_mod
+    from bench.runner import DataSource
+    from bench.tune.best import save_best
+
+    cfg = config(tmp_path, trials=4)
+    study = tune(cfg)
+    ranked = sorted((t for t in study.get_trials() if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    lucky, steady = ranked[0].number, ranked[1].number
+    # the search's winner was lucky: on new seeds the runner-up is better
+    scripted = {lucky: [0.01, 0.02], steady: [0.5, 0.6]}
+    calls = []
+
+    def value(cfg_, plugin, params, seed, data, device):
+        number = next(t.number for t in study.get_trials() if json.loads(t.user_attrs["run_params"]) == params)
+        calls.append((number, seed))
+        return scripted[number][seed - cfg_.seed - confirm_mod.CONFIRM_SEED]
+
+    monkeypatch.setattr(confirm_mod, "validation_value", value)
+    confirmed = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
+    chosen = confirm_mod.choose(confirmed)
+    assert chosen.trial == steady and abs(chosen.mean - 0.55) < 1e-12 and chosen.gap == ranked[1].value - 0.55
+    seeds = [cfg.seed + confirm_mod.CONFIRM_SEED + k for k in (0, 1)]
+    assert sorted(calls) == sorted((n, s) for n in (lucky, steady) for s in seeds)
+    again = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
+    assert len(calls) == 4 and again == confirmed  # kept in the study: a resumed study does not train them again
+    saved = json.loads(save_best(study, cfg, chosen).read_text())
+    assert saved["trial"] == steady and saved["confirmed"]["values"] == [0.5, 0.6]
+
+
+def test_tune_confirms_on_the_command_line_and_a_fitted_model_tunes_only_its_own_knobs(tmp_path):
+    res = CliRunner().invoke(main, ["tune", "--models", "ease", "--trials", "3", "--confirm-top", "2",
+                                    "--confirm-seeds", "2", *SYNTH, *FAST, "--results-dir", str(tmp_path)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "mean of 2 new seeds" in res.stdout and "chosen" in res.stdout
+    saved = json.loads(next((tmp_path / "best_params").glob("*-ease.json")).read_text())
+    assert set(saved["params"]) == {"reg"} and saved["confirmed"]["seeds"] == 2
+    assert saved["confirmed"]["gap"] == 0.0  # a closed form: the same value on every seed

@@ -41,11 +41,13 @@ METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR
               help="table format; json and csv carry every metric")
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@click.option("--rerun", type=int, default=None, metavar="RUN_ID",
+              help="run a stored run again from its recorded configuration (data from --data-dir or as recorded)")
 @data_options
 @train_options
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
         sets: tuple[str, ...], params_path: str | None, fmt: str, metrics: tuple[str, ...] | None,
-        output: str | None, **kw: Any) -> None:
+        output: str | None, rerun: int | None, **kw: Any) -> None:
     """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
 
     Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
@@ -63,9 +65,13 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     guard(lambda: check_results_dir(results_dir))
     if output:
         guard(lambda: check_writable_file(output, "--output"))
-    config = guard(lambda: ExperimentConfig(
-        data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
-        models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets)))
+    if rerun is not None:
+        config, recorded = guard(lambda: _rerun_config(rerun, results_dir, data_cfg))
+        baseline = config.models[0].name
+    else:
+        config = guard(lambda: ExperimentConfig(
+            data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
+            models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets)))
     guard(lambda: check_config(config))
     data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
     guard(lambda: [data.get(model.data_config(config.data)) for model in config.models])
@@ -80,6 +86,8 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
                    err=True)
         sys.exit(exit_code(exc))
     runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
+    if rerun is not None and runs:
+        _compare_rerun(recorded, runs[0])
     if runs:
         from bench.results.pages import leaderboard_sections
 
@@ -113,3 +121,37 @@ def _models(names: tuple[str, ...], embed_dim: int, interactions: str | None, pa
             models[tuned.name] = tuned
         models.setdefault(baseline, ModelConfig(baseline, embed_dim=embed_dim))
     return apply_sets(tuple(models.values()), sets)
+
+
+def _rerun_config(run_id: int, results_dir: str, data_cfg: Any) -> tuple[ExperimentConfig, Any]:
+    """The one-model, one-seed experiment a stored run records, reading the data where this machine has it."""
+    from dataclasses import replace
+
+    from bench.results.store import DB_NAME, ResultStore
+
+    if not (Path(results_dir) / DB_NAME).exists():
+        raise ValueError(f"--rerun {run_id}: no results store at {Path(results_dir) / DB_NAME}")
+    found = ResultStore(results_dir).runs(ids=[run_id])
+    if not found:
+        raise ValueError(f"--rerun {run_id}: no run {run_id} in {Path(results_dir) / DB_NAME}")
+    record = found[0].config
+    if not {"data", "train", "eval", "model"} <= set(record):
+        raise ValueError(f"--rerun {run_id}: the run was recorded by an older deepfm-bench, without its full "
+                         "configuration")
+    config = ExperimentConfig.from_record(record)
+    here = {key: getattr(data_cfg, key) for key in ("data_dir", "cache_dir") if getattr(data_cfg, key)}
+    if not here and config.data.data_dir and not Path(config.data.data_dir).exists():
+        here["data_dir"] = None  # recorded on another machine: BENCH_DATA_DIR, the cache or a download
+    return replace(config, data=replace(config.data, **here)), found[0]
+
+
+def _compare_rerun(recorded: Any, again: Any) -> None:
+    """Say whether the re-run reproduced the stored metrics exactly, and where it did not."""
+    same_data = recorded.config.get("data_checksum") == again.config.get("data_checksum")
+    differ = {k: (v, again.metrics.get(k)) for k, v in recorded.metrics.items() if again.metrics.get(k) != v}
+    if not differ:
+        click.echo(f"rerun of run {recorded.id} as run {again.id}: every metric identical", err=True)
+        return
+    shown = ", ".join(f"{k} {a:.6f} -> {b:.6f}" for k, (a, b) in list(differ.items())[:4])
+    why = "" if same_data else " (the data differs: another checksum)"
+    click.echo(f"rerun of run {recorded.id} as run {again.id}: {len(differ)} metrics differ{why}: {shown}", err=True)

@@ -51,12 +51,16 @@ def _objective(ctx: Any, param: Any, value: str) -> str:
               help="validation metric to maximise")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--confirm-top", default=5, show_default=True, type=click.IntRange(min=0),
+              help="train the best N trials again on --confirm-seeds new seeds; keep the best mean (0: off)")
+@click.option("--confirm-seeds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="new seeds per confirmed trial (validation only)")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
 @data_options
 @train_options
 def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
          n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
-         seed: int, output: str | None, **kw: Any) -> None:
+         seed: int, confirm_top: int, confirm_seeds: int, output: str | None, **kw: Any) -> None:
     """Tune models with Optuna on the validation split; save the best params for `bench run --params best`."""
     from tabulate import tabulate
 
@@ -103,7 +107,21 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
                                f"{r['samples_per_s'] or 0:,.0f}", json.dumps(r["params"], sort_keys=True)]
                               for r in rows], headers=["trial", f"val {objective}", "s", "samples/s", "params"],
                              tablefmt="github", disable_numparse=True)
-            path = save_best(result, cfg)
+            confirmed, chosen = [], None
+            if confirm_top:
+                from bench.runner import DataSource
+                from bench.tune.confirm import choose, confirm
+
+                confirmed = guard(lambda cfg=cfg, result=result: confirm(
+                    result, cfg, confirm_top, confirm_seeds, DataSource(), resolve_device(cfg.device),
+                    log=lambda m: click.echo(m, err=True)))
+                chosen = choose(confirmed)
+                table += "\n\n" + tabulate(
+                    [[c.trial, f"{c.search_value:.4f}", f"{c.mean:.4f} ± {c.std:.4f}", f"{c.gap:+.4f}",
+                      "chosen" if c is chosen else ""] for c in confirmed],
+                    headers=["trial", "search value", f"mean of {confirm_seeds} new seeds", "gap", ""],
+                    tablefmt="github", disable_numparse=True)
+            path = save_best(result, cfg, chosen)
             click.echo(f"{head}\n{table}\nbest params saved to {path}")
             sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
     if output and sections:

@@ -84,6 +84,7 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         "n_seen": seen_csr.nnz,
         "n_states": len(states) - 1,
         "history": history,
+        "checksum": _checksum(users, items, positives["timestamp"].to_numpy(), split),
     }
     user_features = _feature_matrix(spec, "user", sides["user"])
     if history:
@@ -103,6 +104,17 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         info=info,
         states=states,
     )
+
+
+def _checksum(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, split: np.ndarray) -> str:
+    """A short fingerprint of the positives and their split, recorded with each run: a re-run on data that
+    differs (another file, another version) is noticed."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (users, items, np.asarray(timestamps, dtype=np.float64), np.asarray(split == TRAIN)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int,

@@ -42,3 +42,43 @@ def paired_permutation_test(a: object, b: object, n_permutations: int = 10000, s
         extreme += int((np.abs(signs @ diff) >= observed - tolerance).sum())
         done += rows
     return (1 + extreme) / (1 + n_permutations)
+
+
+def bootstrap_interval(values: object, level: float = 0.95, n_boot: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of the mean of a (seeds, users) matrix of per-user metric values.
+
+    Each replicate resamples the users (the same users for every seed: the seeds are paired on them) and the
+    seeds, both with replacement, so the interval carries the noise of which users were sampled (942 on
+    ML-100K: about 0.011 on HR@10 alone) and of the seeds' training runs. One seed: users only.
+    Deterministic for a given seed; vectorised as resampling counts (no loop over replicates).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"bootstrap_interval: expected a (seeds, users) matrix, got shape {v.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_interval: level must be in (0, 1), got {level}")
+    n_seeds, n_users = v.shape
+    rng = np.random.default_rng(seed)
+    user_counts = rng.multinomial(n_users, np.full(n_users, 1 / n_users), size=n_boot)  # (B, U)
+    seed_counts = (rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot) if n_seeds > 1
+                   else np.ones((n_boot, 1)))  # (B, S)
+    means = np.einsum("bs,su,bu->b", seed_counts, v, user_counts) / (n_seeds * n_users)
+    low, high = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def holm(p_values: object) -> np.ndarray:
+    """Holm's step-down adjustment of p-values for several comparisons (each model against one baseline):
+    the i-th smallest is multiplied by (m - i + 1), then made non-decreasing and capped at 1. It controls
+    the chance of any false 'significant' among them, at no assumption about their dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"holm: expected a 1-D array of p-values, got shape {p.shape}")
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (len(p) - np.arange(len(p)))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted

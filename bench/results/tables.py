@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
-from bench.eval.stats import paired_permutation_test
+from bench.eval.stats import bootstrap_interval, holm, paired_permutation_test
 from bench.results.store import Run
 
 FORMATS = ("github", "latex", "csv", "json")
@@ -64,8 +64,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def leaderboard_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per model: each metric as {'mean', 'std'} over seeds, plus size and speed."""
+def leaderboard_rows(runs: list[Run], intervals: bool = True) -> list[dict[str, Any]]:
+    """One row per model: each metric as {'mean', 'std' (over seeds), 'ci_low', 'ci_high'} (a 95% bootstrap
+    interval over users and seeds, `bench.eval.stats.bootstrap_interval`), plus size and speed."""
     names = metric_names(runs)
     rows = []
     for model, group in _by_model(runs).items():
@@ -73,6 +74,9 @@ def leaderboard_rows(runs: list[Run]) -> list[dict[str, Any]]:
         for name in names:
             mean, std = _mean_std([r.metrics[name] for r in group if name in r.metrics])
             row[name] = {"mean": mean, "std": std}
+            if intervals and all(name in r.per_user for r in group):
+                low, high = bootstrap_interval(_per_user_matrix(group, name)[1])
+                row[name].update(ci_low=low, ci_high=high)
 
         def timing(key: str, group: list[Run] = group) -> float:
             return float(np.mean([r.timings.get(key, np.nan) for r in group]))
@@ -95,7 +99,10 @@ def _fmt_speed(x: float) -> str:
 
 
 def _cell(stat: dict[str, float], seeds: int) -> str:
-    """'0.1316' for one seed, '0.1256 ± 0.0139' (std over seeds) for several."""
+    """'0.1316 [0.110, 0.153]': the mean over seeds and its 95% interval over users and seeds ('0.1256 ±
+    0.0139', the std over seeds, where the runs kept no per-user values)."""
+    if "ci_low" in stat:
+        return f"{stat['mean']:.4f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
     return f"{stat['mean']:.4f}" if seeds < 2 else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
 
 
@@ -106,22 +113,25 @@ def leaderboard(runs: list[Run], fmt: str = "github", metrics: Iterable[str] | N
         return json.dumps(rows, indent=2)
     if fmt == "csv":
         names = metric_names(runs)
-        headers = ["model", *(f"{n} {part}" for n in names for part in ("mean", "std")), "params",
+        parts = ("mean", "std", "ci_low", "ci_high")
+        headers = ["model", *(f"{n} {part}" for n in names for part in parts), "params",
                    "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
-        table = [[r["model"], *(f"{r[n][part]:.6f}" for n in names for part in ("mean", "std")), r["params"],
-                  f"{r['train_samples_per_s']:.1f}", f"{r['eval_users_per_s']:.1f}", f"{r['epochs']:.2f}",
+        table = [[r["model"], *(f"{r[n].get(part, float('nan')):.6f}" for n in names for part in parts),
+                  r["params"], f"{r['train_samples_per_s']:.1f}", f"{r['eval_users_per_s']:.1f}", f"{r['epochs']:.2f}",
                   f"{r['wall_s']:.2f}", r["seeds"]] for r in rows]
         return _render(headers, table, fmt)
     names = display_metrics(runs, metrics)
-    headers = ["model", *names, "params", "samples/s", "epochs", "s / seed", "seeds"]
+    headers = ["model", *names, "samples/s", "s / seed"]
     table = [
         [r["model"] + (" (!)" if r["notes"] else ""), *(_cell(r[n], r["seeds"]) for n in names),
-         f"{r['params']:,}", _fmt_speed(r["train_samples_per_s"]), f"{r['epochs']:.1f}", f"{r['wall_s']:.0f}",
-         r["seeds"]]
+         _fmt_speed(r["train_samples_per_s"]), f"{r['wall_s']:.0f}"]
         for r in rows
     ]
+    seeds = sorted({r["seeds"] for r in rows})
+    legend = (f"mean [95% interval over users and seeds], {'/'.join(map(str, seeds))} seed(s); samples/s: "
+              "training;\nparams, epochs and more: --format csv or json")
     notes = [f"(!) {r['model']} {note}" for r in rows for note in r["notes"]]
-    return "\n\n".join([_render(headers, table, fmt), *(["\n".join(notes)] if notes else [])])
+    return "\n\n".join([_render(headers, table, fmt), legend, *(["\n".join(notes)] if notes else [])])
 
 
 def missing_baseline(runs: list[Run], baseline: str) -> str | None:
@@ -132,8 +142,8 @@ def missing_baseline(runs: list[Run], baseline: str) -> str | None:
             f"(one of {', '.join(sorted(_by_model(runs)))})")
 
 
-def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Users and their metric averaged over seeds (users common to every run of the group)."""
+def _per_user_matrix(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Users common to every run of the group, and their metric per run: (users, (runs, users))."""
     common = None
     for r in group:
         common = np.unique(r.users) if common is None else np.intersect1d(common, r.users)
@@ -142,12 +152,19 @@ def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]
     for r in group:  # align each run's per-user values on `common`, whatever order they were stored in
         order = np.argsort(r.users, kind="stable")
         stacked.append(r.per_user[name][order][np.searchsorted(r.users[order], common)])
-    return common, np.mean(stacked, axis=0)
+    return common, np.stack(stacked)
+
+
+def _per_user_mean(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Users and their metric averaged over seeds (users common to every run of the group)."""
+    users, values = _per_user_matrix(group, name)
+    return users, values.mean(axis=0)
 
 
 def comparison_rows(runs: list[Run], baseline: str, metrics: Iterable[str] | None = None,
                     n_permutations: int = 10000) -> list[dict[str, Any]]:
-    """Per model and metric (all, or `metrics`): baseline vs model, with a paired sign-flip permutation p-value."""
+    """Per model and metric (all, or `metrics`): baseline vs model, with a paired sign-flip permutation p-value
+    and the same p-value Holm-adjusted over the models compared on that metric (`p_holm`)."""
     groups = _by_model(runs)
     if baseline not in groups:
         raise ValueError(f"baseline {baseline!r} has no finished run here; models: {sorted(groups)}")
@@ -173,6 +190,10 @@ def comparison_rows(runs: list[Run], baseline: str, metrics: Iterable[str] | Non
                 "p_value": paired_permutation_test(mine, base, n_permutations=n_permutations),
                 "users": int(len(users)),
             })
+    for name in {r["metric"] for r in rows}:  # Holm over the models compared with the baseline on one metric
+        same = [r for r in rows if r["metric"] == name]
+        for r, adjusted in zip(same, holm([r["p_value"] for r in same]), strict=True):
+            r["p_holm"] = float(adjusted)
     return rows
 
 
@@ -185,8 +206,14 @@ def comparison(runs: list[Run], baseline: str, fmt: str = "github", metrics: Ite
     rows.sort(key=lambda r: names.index(r["metric"]))
     rows.sort(key=lambda r: r["model"])
     table = [[r["model"], r["metric"], f"{r['baseline']:.4f}", f"{r['value']:.4f}", f"{r['diff']:+.4f}",
-              f"{r['pct_change']:+.1f}%", f"{r['p_value']:.4f}"] for r in rows]
-    return _render(["model", "metric", baseline, "model's", "diff", "% change", "p-value"], table, fmt)
+              f"{r['pct_change']:+.1f}%", f"{r['p_value']:.4f}", f"{r['p_holm']:.4f}" + _stars(r["p_holm"])]
+             for r in rows]
+    return _render(["model", "metric", baseline, "model's", "diff", "% change", "p", "p (Holm)"], table, fmt)
+
+
+def _stars(p: float) -> str:
+    """' *' where the Holm-adjusted p is below 0.05: the differences a reader may call real."""
+    return " *" if p < 0.05 else ""
 
 
 def _render(headers: list[str], table: list[list[Any]], fmt: str) -> str:

@@ -37,16 +37,20 @@ def _file_stem(text: str, limit: int = 120) -> str:
     return f"{safe.lstrip('.')[:limit]}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
-def save_best(study: optuna.Study, cfg: Any) -> Path:
-    """The study's best trial as results_dir/best_params/<data>-<model>.json (`cfg` a TuneConfig); the storage
-    recorded as a reader can use it: relative to the results dir when it lies there."""
-    best = study.best_trial
+def save_best(study: optuna.Study, cfg: Any, confirmed: Any = None) -> Path:
+    """The chosen trial as results_dir/best_params/<data>-<model>.json (`cfg` a TuneConfig): the confirmed
+    one (`bench.tune.confirm.Confirmed`) when given, else the best search value; the storage recorded as a
+    reader can use it, relative to the results dir when it lies there."""
+    best = study.best_trial if confirmed is None else study.trials[confirmed.trial]
+    extra = {} if confirmed is None else {"confirmed": {
+        "seeds": len(confirmed.values), "values": list(confirmed.values), "mean": confirmed.mean,
+        "gap": confirmed.gap}}
     payload = {
         "model": best.user_attrs.get("registry_model", cfg.model.plugin), "tuned_as": cfg.model.name,
         "dataset": cfg.experiment.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
         "trial": best.number, "study": cfg.study_name(), "device": cfg.device,
         "storage": portable_storage(cfg.storage_url(), cfg.results_dir),
-        "params": json.loads(best.user_attrs["run_params"]),
+        "params": json.loads(best.user_attrs["run_params"]), **extra,
     }
     path = best_params_path(cfg.results_dir, cfg.experiment.data, cfg.model.name)
     return write_atomic(path, json.dumps(payload, indent=2))

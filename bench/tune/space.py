@@ -43,8 +43,9 @@ def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...],
                  history: bool = False) -> tuple[str, dict[str, Any]]:
     """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps, and for a model
     with history its length and pooling. The params go through `ModelConfig.with_params`, like --params
-    and --set."""
-    params = common_space(trial)
+    and --set. A fitted model (EASE, ItemKNN) has no training knobs: only its own space is searched."""
+    fitted = "interactions" not in sweep and not getattr(registry.get("model", plugin), "trainable", True)
+    params = {} if fitted else common_space(trial)
     if history:
         params["history"] = trial.suggest_categorical("history", HISTORY_LENGTHS)
         params["history_pooling"] = trial.suggest_categorical("history_pooling", list(HISTORY_POOLINGS))

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench.config import ExperimentConfig, ModelConfig
 from bench.device import cpu_count, flush_denormal, resolve_device, seed_everything, set_threads
+from bench.eval.evaluator import evaluate
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
 from bench.tune.space import interaction_combos, trial_params
@@ -280,6 +281,13 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
         seed_everything(train_cfg.seed)
         prepared = data.get(model.data_config(cfg.experiment.data))
         built = build_model(model, prepared).to(device)
+        if not built.trainable:  # fitted in build_model: its validation value is the trial's
+            evaluation = cfg.experiment.eval
+            value = evaluate(built, prepared, split="val", protocol=evaluation.protocol, ks=(train_cfg.val_k,),
+                             ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=train_cfg.seed,
+                             device=device).metrics[cfg.objective]
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            return value
         result = train(built, prepared, train_cfg, cfg.experiment.eval, device, on_epoch=report)
     except UpdateFinishedTrialError:
         raise  # another worker declared this trial lost meanwhile: see _one_trial
