@@ -32,6 +32,7 @@ HISTORY = 10  # positives in the history of a `NAME+history` model when --histor
 HISTORY_POOLINGS = ("mean", "recency")
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
 PROTOCOLS = ("full", "sampled")
+SCHEDULES = ("constant", "cosine")
 EMBED_DIMS = (8, 16, 32, 64)  # the tuner's choices of the embedding dim
 
 
@@ -129,6 +130,10 @@ class TrainConfig:
     sampler: str = "uniform"
     sampler_options: dict[str, Any] = field(default_factory=dict)
     val_metric: str = "NDCG@10"
+    smoothing: float = 0.0  # stop and choose on an exponential moving average of val_metric (0: the raw values)
+    average: int = 1  # restore the mean of the weights of the best epoch and the average - 1 epochs before it
+    schedule: str = "constant"  # learning rate: constant, or cosine-annealed over `epochs`
+    val_users: int = 0  # early stopping ranks a fixed subset of this many validation users (0: all of them)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,6 +144,11 @@ class TrainConfig:
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
         check_number("--weight-decay", self.weight_decay, low=0)
+        check_number("train.smoothing", self.smoothing, low=0, high=1, high_open=True)
+        check_number("train.average", self.average, low=1, integer=True)
+        check_number("train.val_users", self.val_users, low=0, integer=True)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         name, at, k = str(self.val_metric).partition("@")
         if not (self.val_metric == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
             raise ValueError(f"train.val_metric: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "

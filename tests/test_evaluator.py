@@ -225,3 +225,19 @@ def test_nan_scores_and_bad_held_out_rows_are_errors():
     data.test = Pairs(np.array([1, 2]), np.array([5, N_ITEMS]))
     with pytest.raises(ValueError, match=r"data.test: item rows must be in 1..24"):
         evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test")
+
+
+def test_a_bounded_validation_ranks_a_fixed_subset_and_test_always_ranks_everyone(small_data):
+    from bench.config import ModelConfig
+    from bench.runner import build_model
+
+    model = build_model(ModelConfig("mostpop"), small_data)
+    full = evaluate(model, small_data, split="val")
+    some = evaluate(model, small_data, split="val", max_users=20)
+    again = evaluate(model, small_data, split="val", max_users=20)
+    assert len(some.users) == 20 and np.array_equal(some.users, again.users)
+    assert set(some.users) < set(full.users) and np.array_equal(some.users, np.sort(some.users))
+    for name, values in some.per_user.items():  # the same users' values as in the full ranking
+        assert np.array_equal(values, full.per_user[name][np.searchsorted(full.users, some.users)])
+    with pytest.raises(ValueError, match="test ranks every user"):
+        evaluate(model, small_data, split="test", max_users=20)

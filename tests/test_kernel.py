@@ -26,7 +26,7 @@ SHAPES = [(6, 1, 4), (7, 2, 3), (5, 4, 1), (33, 24, 16), (64, 7, 9)]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 EAGER = {"naive": fm_kernels.naive, "sumsq": fm_kernels.sumsq, "fused": fm_kernels.fused}
 JSON_KEYS = {"impl", "device", "dtype", "pass", "batch", "fields", "dim", "samples_per_s", "gb_per_s",
-             "pct_of_bandwidth"}
+             "pct_of_bandwidth", "limit", "limit_gb_per_s", "pct_of_limit", "bytes"}
 TINY = ["--batch", "16,40", "--fields", "5", "--dim", "3", "--repeat", "3", "--warmup", "1",
         "--copy-mb", "1", "--check-rows", "32"]
 
@@ -182,6 +182,8 @@ def test_cli_json_end_to_end(tmp_path):
         assert row["samples_per_s"] == pytest.approx(row["batch"] / (row["median_ms"] / 1e3))
         assert row["gb_per_s"] == pytest.approx(row["bytes"] / (row["median_ms"] / 1e3) / 1e9)
         assert row["pct_of_bandwidth"] == pytest.approx(100 * row["gb_per_s"] / row["copy_gb_per_s"])
+        assert row["pct_of_limit"] == pytest.approx(100 * row["gb_per_s"] / row["limit_gb_per_s"])
+        assert row["limit"] == "cache"  # 40 x 5 x 3 floats sit in any cache: compared with a copy of that size
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
     assert {(r["impl"], r["dtype"], r["batch"], r["pass"]) for r in rows} == {
         (i, d, b, p) for i in ("naive", "sumsq", "fused") for d in ("float32", "bfloat16")
@@ -207,8 +209,9 @@ def test_cli_github_and_csv_formats(tmp_path):
             "--threads", "1", "--results-dir", str(tmp_path)]
     table = CliRunner().invoke(kernel_command, [*args, "--format", "github"])
     assert table.exit_code == 0, table.output
-    assert table.stdout.startswith("### cpu: copy bandwidth")
-    assert "| impl" in table.stdout and "% of copy" in table.stdout and "| fused" in table.stdout
+    assert table.stdout.startswith("### cpu: memory copy bandwidth")
+    assert "| impl" in table.stdout and "% of limit" in table.stdout and "| fused" in table.stdout
+    assert "MB moved" in table.stdout and "| cache " in table.stdout
     assert "backward |" not in table.stdout  # --no-backward: forward rows only
     threads = torch.get_num_threads()
     csv_out = CliRunner().invoke(kernel_command, [*args, "--format", "csv"])
@@ -257,3 +260,12 @@ def test_naive_is_timed_only_when_named_but_always_checks_the_others():
                                                  "--no-backward", "--devices", "cpu", "--format", "json"])
     assert result.exit_code == 0, result.output
     assert [row["impl"] for row in json.loads(result.stdout)] == ["naive", "sumsq"] * 2  # two batch sizes
+
+
+def test_an_input_that_fits_in_the_last_level_cache_is_compared_with_a_cache_resident_copy():
+    from bench.kernels.harness import last_level_cache_bytes, limit_for
+
+    assert limit_for(6 * 2**20, 32 * 2**20, 14.0, 60.0) == ("cache", 60.0)  # B=4096, F=24, D=16 in 32 MiB
+    assert limit_for(100 * 2**20, 32 * 2**20, 14.0, 60.0) == ("memory", 14.0)  # B=65536: from memory
+    assert limit_for(6 * 2**20, 0, 14.0, 60.0) == ("memory", 14.0)  # cache size unknown: the memory copy
+    assert last_level_cache_bytes(torch.device("cpu")) >= 0

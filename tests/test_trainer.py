@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,54 @@ def test_early_stopping_can_follow_another_validation_metric(small_data, metric)
                    CPU)
     values = [h[f"val_{metric}"] for h in result.history]
     assert result.best_value == max(values) and result.best_epoch == 1 + values.index(max(values))
+
+
+def test_average_restores_the_mean_of_the_best_epoch_and_the_ones_before(small_data, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+    snapshots = {}
+
+    def snapshot(epoch, row):
+        snapshots[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    values = iter([0.1, 0.3, 0.2, 0.5, 0.4, 0.3, 0.2])  # the best raw value at epoch 4
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: _scripted(next(values)))
+    cfg = TrainConfig(epochs=7, patience=3, batch_size=512, average=3)
+    result = train(model, small_data, cfg, EvalConfig(), CPU, on_epoch=snapshot)
+    assert result.best_epoch == 4
+    key = "mlp.net.0.weight"
+    expected = torch.stack([snapshots[e][key] for e in (2, 3, 4)]).mean(0)
+    assert torch.allclose(model.state_dict()[key], expected)
+
+
+def test_smoothing_chooses_and_stops_on_the_moving_average(small_data, monkeypatch):
+    model = build_model(ModelConfig("fm", embed_dim=8), small_data)
+    values = iter([0.5, 0.1, 0.1, 0.45, 0.45, 0.45, 0.45])  # raw best at epoch 1, smoothed best later
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: _scripted(next(values)))
+    result = train(model, small_data, TrainConfig(epochs=7, patience=10, smoothing=0.5), EvalConfig(), CPU)
+    smoothed = [0.5]
+    for v in [0.1, 0.1, 0.45, 0.45, 0.45, 0.45]:
+        smoothed.append(0.5 * smoothed[-1] + 0.5 * v)
+    assert result.best_epoch == 1 + int(np.argmax(smoothed)) and result.best_value == max(smoothed)
+
+
+def test_a_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_epochs(small_data, monkeypatch):
+    model = build_model(ModelConfig("fm", embed_dim=8), small_data)
+    rates = []
+    original = trainer_mod.make_adam
+
+    def spy(model, config):
+        optimizer = original(model, config)
+        rates.append(optimizer)
+        return optimizer
+
+    monkeypatch.setattr(trainer_mod, "make_adam", spy)
+    train(model, small_data, TrainConfig(epochs=4, patience=10, schedule="cosine", lr=1e-2), EvalConfig(), CPU)
+    assert rates[0].param_groups[0]["lr"] < 1e-12  # cos(pi) after all 4 epochs
+    with pytest.raises(ValueError, match="train.schedule"):
+        TrainConfig(schedule="step")
+
+
+def _scripted(value):
+    return EvalResult(metrics={"NDCG@10": value}, per_user={}, users=None, n_candidates=0.0, protocol="full",
+                      ties="expected", num_negatives=None, split="val", seconds=0.0, users_per_s=0.0)

@@ -53,8 +53,12 @@ class EvalResult:
 
 def evaluate(model: RankingModel, data: InteractionData, split: str = "val", protocol: str = "full",
              ks: Sequence[int] = DEFAULT_KS, ties: str = "expected", num_negatives: int = 999, seed: int = 0,
-             device: str | torch.device = "cpu", batch_users: int | None = None) -> EvalResult:
-    """Rank every `split` user's held-out item; see the module docstring for the protocols."""
+             device: str | torch.device = "cpu", batch_users: int | None = None,
+             max_users: int | None = None) -> EvalResult:
+    """Rank every `split` user's held-out item; see the module docstring for the protocols.
+
+    `max_users`: rank only a fixed subset of that many users, the same for every call (chosen by a hash of
+    the rows, not by `seed`), to bound what early stopping costs at scale; never for test."""
     _check_choice("split", split, SPLITS)
     _check_choice("protocol", protocol, PROTOCOLS)
     _check_choice("ties", ties, TIE_POLICIES)
@@ -65,6 +69,11 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
                                   or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1):
         raise ValueError(f"num_negatives must be a positive int for the sampled protocol, got {num_negatives!r}")
     users, items, states = _held_out(data, split)
+    if max_users is not None and max_users < len(users):
+        if split == "test":
+            raise ValueError("evaluate: max_users bounds validation only; test ranks every user")
+        keep = np.sort(np.argsort(_hash_rows(users), kind="stable")[:max_users])
+        users, items, states = users[keep], items[keep], states[keep]
     device = torch.device(device)
     _check_model_device(model, device)
 
@@ -96,6 +105,14 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
         seconds=seconds,
         users_per_s=len(users) / seconds if seconds > 0 else float("inf"),
     )
+
+
+def _hash_rows(rows: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random key per user row (SplitMix64), so a subset by smallest key is the same in every
+    epoch, run and trial, and spread over the users."""
+    from bench.data.eval_negatives import _splitmix64
+
+    return _splitmix64(np.asarray(rows, dtype=np.uint64))
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -14,6 +14,11 @@ kernel cannot avoid, and an implementation making more passes pays for them in t
 Every implementation is first checked against `naive` (values and gradients, in float64 on the CPU,
 over the first `check_rows` rows of the very input it is then timed on); a mismatch raises
 `ImplementationMismatch` and no row is produced.
+
+Each row is compared with the limit that applies to it: the memory copy bandwidth, or, where the input and
+a same-size output fit in the last-level cache together (B=4096 at F=24, D=16 is 6 MB), the bandwidth of a
+copy of the input's size measured in the same run, which runs from cache; against the memory figure such a
+row would read over 100%.
 """
 
 from __future__ import annotations
@@ -158,12 +163,38 @@ def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: 
     return Timing.of(samples)
 
 
-def measure_copy_bandwidth(device: torch.device, megabytes: int, warmup: int, repeat: int) -> float:
+def measure_copy_bandwidth(device: torch.device, megabytes: float, warmup: int, repeat: int) -> float:
     """GB/s of ``dst.copy_(src)`` over `megabytes` MiB, counting read + write: the roofline."""
-    src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32, device=device)
+    src = torch.ones(max(int(megabytes * 2**20) // 4, 1), dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     timing = time_call(lambda: dst.copy_(src), device, max(warmup, 1), repeat)  # warm-up faults dst in
     return 2 * src.numel() * src.element_size() / timing.median_s / 1e9
+
+
+def last_level_cache_bytes(device: torch.device) -> int:
+    """The largest cache in front of the device's memory (CPU: the highest-level cache in sysfs; CUDA: L2);
+    0 where unknown."""
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0))
+    sizes = {}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        sizes[level] = int(text.rstrip("KMG")) * scale
+    return sizes[max(sizes)] if sizes else 0
+
+
+def limit_for(input_bytes: int, cache_bytes: int, memory_bandwidth: float,
+              cache_bandwidth: float) -> tuple[str, float]:
+    """The limit a pass over `input_bytes` is measured against: the memory copy bandwidth, or where the input
+    and a same-size output fit in the last-level cache together, a copy of that size, which runs from cache."""
+    if cache_bytes and 2 * input_bytes <= cache_bytes:
+        return "cache", cache_bandwidth
+    return "memory", memory_bandwidth
 
 
 def bytes_moved(batch: int, fields: int, dim: int, dtype: torch.dtype, pass_: str) -> int:
@@ -246,7 +277,7 @@ def _prime(name: str, kernel: Kernel, v: torch.Tensor, grad_out: torch.Tensor, b
 
 def _row(
     impl: str, device: torch.device, dtype: torch.dtype, pass_: str, config: KernelConfig, batch: int,
-    timing: Timing, bandwidth: float,
+    timing: Timing, bandwidth: float, limit: tuple[str, float],
 ) -> dict[str, Any]:
     nbytes = bytes_moved(batch, config.fields, config.dim, dtype, pass_)
     gb_per_s = nbytes / timing.median_s / 1e9
@@ -261,6 +292,9 @@ def _row(
         "samples_per_s": batch / timing.median_s,
         "gb_per_s": gb_per_s,
         "pct_of_bandwidth": 100.0 * gb_per_s / bandwidth,
+        "limit": limit[0],  # what the row is compared with: memory copy, or (input in cache) a same-size copy
+        "limit_gb_per_s": limit[1],
+        "pct_of_limit": 100.0 * gb_per_s / limit[1],
         "median_ms": 1e3 * timing.median_s,
         "iqr_ms": 1e3 * (timing.q3_s - timing.q1_s),
         "min_ms": 1e3 * timing.min_s,
@@ -286,7 +320,10 @@ def _bench_device(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     bandwidth = measure_copy_bandwidth(device, config.copy_mb, config.warmup, config.repeat)
-    log(f"{device.type}: copy bandwidth {bandwidth:.1f} GB/s ({config.copy_mb} MiB dst.copy_(src), read + write)")
+    cache = last_level_cache_bytes(device)
+    log(f"{device.type}: copy bandwidth {bandwidth:.1f} GB/s ({config.copy_mb} MiB dst.copy_(src), read + write); "
+        f"last-level cache {cache / 2**20:.0f} MiB")
+    same_size: dict[int, float] = {}  # copy bandwidth of buffers the size of an input that fits in cache
     generator = torch.Generator().manual_seed(config.seed)
     passes = PASSES if config.backward else PASSES[:1]
     rows, said = [], set()
@@ -301,6 +338,10 @@ def _bench_device(
         for batch in config.batches:
             v = torch.randn(batch, config.fields, config.dim, generator=generator).to(device, dtype)
             grad_out = torch.randn(batch, 1, generator=generator).to(device, dtype)
+            size = v.numel() * v.element_size()
+            if cache and 2 * size <= cache and size not in same_size:
+                same_size[size] = measure_copy_bandwidth(device, size / 2**20, config.warmup, config.repeat)
+            limit = limit_for(size, cache, bandwidth, same_size.get(size, bandwidth))
             n = min(batch, config.check_rows)
             for name in config.impls:
                 try:
@@ -317,7 +358,7 @@ def _bench_device(
                     continue
                 for pass_ in passes:
                     timing = time_call(_pass(kernel, v, grad_out, pass_), device, config.warmup, config.repeat)
-                    rows.append(_row(name, device, dtype, pass_, config, batch, timing, bandwidth))
+                    rows.append(_row(name, device, dtype, pass_, config, batch, timing, bandwidth, limit))
     return rows
 
 
@@ -368,9 +409,11 @@ TABLE_COLUMNS = (
     ("dim", "D", "{}"),
     ("median_ms", "median ms", "{:.3f}"),
     ("iqr_ms", "IQR ms", "{:.3f}"),
-    ("samples_per_s", "samples/s", "{:.3g}"),
+    ("bytes", "MB moved", "{:.1f}"),
     ("gb_per_s", "GB/s", "{:.2f}"),
-    ("pct_of_bandwidth", "% of copy", "{:.1f}"),
+    ("limit", "limit", "{}"),
+    ("limit_gb_per_s", "limit GB/s", "{:.1f}"),
+    ("pct_of_limit", "% of limit", "{:.1f}"),
     ("speedup_vs_sumsq", "x sumsq", "{:.2f}"),
 )
 
@@ -392,10 +435,12 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
     for device in dict.fromkeys(r["device"] for r in rows):
         mine = [r for r in rows if r["device"] == device]
         threads = f", {mine[0]['threads']} threads" if mine[0]["threads"] else ""
-        title = (f"### {device}: copy bandwidth {mine[0]['copy_gb_per_s']:.1f} GB/s{threads}; "
-                 "pass 'backward' is forward + backward")
+        title = (f"### {device}: memory copy bandwidth {mine[0]['copy_gb_per_s']:.1f} GB/s{threads}; pass "
+                 "'backward' is forward + backward; limit: the memory copy, or for an input that fits in the "
+                 "last-level cache with its output, a copy of the input's size (from cache)")
         table = [
-            ["" if r[key] is None else spec.format(r[key]) for key, _, spec in TABLE_COLUMNS] for r in mine
+            ["" if r[key] is None else spec.format(r[key] / 1e6 if key == "bytes" else r[key])
+             for key, _, spec in TABLE_COLUMNS] for r in mine
         ]
         blocks.append(title + "\n\n" + tabulate(table, [h for _, h, _ in TABLE_COLUMNS], tablefmt="github"))
     return "\n\n".join(blocks)
