@@ -26,7 +26,8 @@ def test_one_training_step(benchmark, ml100k, name, batch_size):
     optimizer = make_adam(model, TrainConfig())  # the trainer's optimizer
     samples = registry.create("sampler", "uniform", num_negatives=4, seed=0).fit(ml100k).sample(1)
     rows = torch.randperm(len(samples), generator=torch.Generator().manual_seed(0))[:batch_size]
-    user_x, item_x = ml100k.user_features[samples.users[rows]], ml100k.item_features[samples.items[rows]]
+    states = torch.from_numpy(ml100k.train.states)[samples.positives[rows]]
+    user_x, item_x = ml100k.user_rows()(states), ml100k.item_features[samples.items[rows]]
     labels = samples.labels[rows]
 
     def step():
