@@ -180,3 +180,13 @@ def test_tune_confirms_on_the_command_line_and_a_fitted_model_tunes_only_its_own
     saved = json.loads(next((tmp_path / "best_params").glob("*-ease.json")).read_text())
     assert set(saved["params"]) == {"reg"} and saved["confirmed"]["seeds"] == 2
     assert saved["confirmed"]["gap"] == 0.0  # a closed form: the same value on every seed
+
+
+def test_tuned_only_runs_the_tuned_configuration_in_place_of_the_defaults(tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps([{"model": "fm", "params": {"lr": 0.005, "embed_dim": 8}}]))
+    res = CliRunner().invoke(main, ["run", "--models", "fm,neumf", "--params", str(best), "--tuned-only", *SYNTH,
+                                    *FAST, "--baseline", "mostpop", "--results-dir", str(tmp_path), "--format",
+                                    "json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert {r["model"] for r in json.loads(res.stdout)} == {"fm:tuned", "neumf", "mostpop"}

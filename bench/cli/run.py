@@ -37,6 +37,8 @@ METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR
               help="override a hyperparameter, e.g. deepfm.dropout=0.1, train.lr=2e-3 (repeatable)")
 @click.option("--params", "params_path", default=None,
               help="tuned params: 'best' (from bench tune, under the results dir) or a JSON file")
+@click.option("--tuned-only", is_flag=True,
+              help="with --params: run NAME:tuned instead of NAME next to it, where NAME has tuned params")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
               help="table format; json and csv carry every metric")
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
@@ -46,8 +48,8 @@ METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR
 @data_options
 @train_options
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
-        sets: tuple[str, ...], params_path: str | None, fmt: str, metrics: tuple[str, ...] | None,
-        output: str | None, rerun: int | None, **kw: Any) -> None:
+        sets: tuple[str, ...], params_path: str | None, tuned_only: bool, fmt: str,
+        metrics: tuple[str, ...] | None, output: str | None, rerun: int | None, **kw: Any) -> None:
     """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
 
     Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
@@ -71,7 +73,8 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     else:
         config = guard(lambda: ExperimentConfig(
             data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
-            models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets)))
+            models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets,
+                           tuned_only)))
     guard(lambda: check_config(config))
     data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
     guard(lambda: [data.get(model.data_config(config.data)) for model in config.models])
@@ -106,9 +109,11 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
 
 
 def _models(names: tuple[str, ...], embed_dim: int, interactions: str | None, params_path: str | None,
-            baseline: str, results_dir: str, data_cfg: Any, sets: tuple[str, ...]) -> tuple[ModelConfig, ...]:
+            baseline: str, results_dir: str, data_cfg: Any, sets: tuple[str, ...],
+            tuned_only: bool = False) -> tuple[ModelConfig, ...]:
     """The models of the run, in the configuration's precedence: --models with the command line's embedding dim,
-    `composed` for --interactions, NAME:tuned from --params (next to NAME and the baseline), then --set."""
+    `composed` for --interactions, NAME:tuned from --params (next to NAME, or instead of it with --tuned-only,
+    and the baseline), then --set."""
     models = {name: ModelConfig(name, embed_dim=embed_dim) for name in names}
     if interactions:
         composed = models.get("composed", ModelConfig("composed", embed_dim=embed_dim))
@@ -118,8 +123,13 @@ def _models(names: tuple[str, ...], embed_dim: int, interactions: str | None, pa
 
         for name, (plugin, params) in load_best_params(params_path, results_dir, data_cfg, tuple(models)).items():
             tuned = ModelConfig(f"{name}:tuned", plugin=plugin, embed_dim=embed_dim).with_params(params)
-            models[tuned.name] = tuned
-        models.setdefault(baseline, ModelConfig(baseline, embed_dim=embed_dim))
+            if tuned_only and name in models:  # in NAME's place, keeping the order
+                models = {(tuned.name if key == name else key): (tuned if key == name else value)
+                          for key, value in models.items()}
+            else:
+                models[tuned.name] = tuned
+        if baseline not in models and f"{baseline}:tuned" not in models:
+            models[baseline] = ModelConfig(baseline, embed_dim=embed_dim)
     return apply_sets(tuple(models.values()), sets)
 
 
