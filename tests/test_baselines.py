@@ -47,8 +47,11 @@ def test_ease_equals_a_direct_numpy_solve():
     assert np.allclose(scores.numpy(), x[1:] @ b, atol=1e-5)
 
 
-@pytest.mark.parametrize("k, shrink", [(N_ITEMS, 0.0), (3, 2.0)])
-def test_itemknn_equals_a_brute_force_cosine(k, shrink):
+@pytest.mark.parametrize("k, shrink, columns", [(N_ITEMS, 0.0, 1024), (3, 2.0, 1024), (3, 2.0, 3)])
+def test_itemknn_equals_a_brute_force_cosine(k, shrink, columns, monkeypatch):
+    import plugins.models.itemknn as itemknn
+
+    monkeypatch.setattr(itemknn, "COLUMNS", columns)  # 3: the columns in chunks, as at scale
     data, x = random_data(1)
     model = create_model("itemknn", data.spec, k=k, shrink=shrink)
     model.fit(data)

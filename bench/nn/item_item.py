@@ -2,8 +2,9 @@
 the training positives, built in user chunks, and a memory check that refuses before allocating.
 
 A dense I x I matrix takes I^2 floats: 1,447 items (ML-100K) 8 MB in float32, 3,706 (ML-1M) 55 MB, 26,744
-(ML-20M's rated movies) 2.9 GB, 59,047 (ML-25M) 13.9 GB; a model needing several copies (EASE solves in
-float64: about three) is refused with its size when they would not fit in the memory available.
+(ML-20M's rated movies) 2.9 GB, 59,047 (ML-25M) 13.9 GB. EASE needs two copies while it solves (in float64
+where three copies fit, else in float32), ItemKNN one and a chunk; a model whose copies would not fit in
+70% of the memory available is refused with its size.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ def available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+HEADROOM = 0.7  # the share of the available memory a dense computation may take (the data and torch need the rest)
+
+
 def require_memory(model: str, n_items: int, copies: int, dtype: torch.dtype) -> None:
     """Refuse, naming the size, a dense item x item computation that would not fit in memory."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     needed = copies * n_items * n_items * itemsize
-    available = available_bytes()
+    available = int(HEADROOM * available_bytes())
     if needed > available:
         raise MemoryError(f"{model}: {copies} dense {n_items:,} x {n_items:,} item matrices "
                           f"({str(dtype).replace('torch.', '')}) need {needed / 2**30:.1f} GiB; "
-                          f"{available / 2**30:.1f} GiB are available")
+                          f"{available / 2**30:.1f} GiB may be taken ({HEADROOM:.0%} of what is available)")
 
 
 def item_gram(data: InteractionData, dtype: torch.dtype = torch.float32) -> torch.Tensor:

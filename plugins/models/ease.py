@@ -25,11 +25,17 @@ class EASE(FittedModel):
         self.data: Any = None
 
     def fit(self, data: Any) -> None:
-        require_memory("ease", data.n_items, copies=3, dtype=torch.float64)
-        gram = item_gram(data, torch.float64)
+        dtype = torch.float64  # the solve in float64 where it fits, else float32 (or refused, naming the size)
+        try:
+            require_memory("ease", data.n_items, copies=3, dtype=dtype)  # the Gram matrix, its inverse, float32 B
+        except MemoryError:
+            dtype = torch.float32
+            require_memory("ease", data.n_items, copies=2, dtype=dtype)
+        gram = item_gram(data, dtype)
         gram.diagonal().add_(self.reg)
-        precision = torch.linalg.inv(gram)
-        weights = precision / -precision.diagonal()  # column j scaled by -1 / P_jj
+        weights = torch.linalg.inv(gram)
+        del gram
+        weights.div_(-weights.diagonal().clone())  # column j scaled by -1 / P_jj, in place
         weights.diagonal().zero_()
         self.weights = weights.to(self.weights)
         self.data = data

@@ -12,6 +12,9 @@ from bench.nn.item_item import item_gram, require_memory
 from bench.nn.model import FittedModel, known_matrix
 
 
+COLUMNS = 1024  # similarity columns normalised and pruned at once
+
+
 class ItemKNN(FittedModel):
     """ItemKNN: S_ij = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over the training positives, each item j
     keeping its `k` most similar items (column j); a user state scores x_u S, x_u its positives strictly
@@ -25,15 +28,16 @@ class ItemKNN(FittedModel):
         self.data: Any = None
 
     def fit(self, data: Any) -> None:
-        require_memory("itemknn", data.n_items, copies=2, dtype=torch.float32)
-        gram = item_gram(data, torch.float32)
-        norms = gram.diagonal().sqrt()
-        similarity = gram / (norms.unsqueeze(1) * norms.unsqueeze(0) + self.shrink).clamp(min=1e-12)
-        similarity.diagonal().zero_()
-        if self.k < data.n_items:  # keep the k largest of each column, zero the rest
-            kept = torch.zeros_like(similarity, dtype=torch.bool)
-            kept.scatter_(0, similarity.topk(self.k, dim=0).indices, True)
-            similarity = similarity * kept
+        require_memory("itemknn", data.n_items, copies=1, dtype=torch.float32)
+        similarity = item_gram(data, torch.float32)  # co-counts, turned into similarities in place
+        norms = similarity.diagonal().sqrt().clone()
+        for start in range(0, data.n_items, COLUMNS):  # column chunks: memory bounded by one chunk
+            part = similarity[:, start:start + COLUMNS]
+            part.div_((norms.unsqueeze(1) * norms[start:start + COLUMNS].unsqueeze(0) + self.shrink).clamp(min=1e-12))
+            part.diagonal(offset=-start).zero_()
+            if self.k < data.n_items:  # keep the k largest of each column, zero the rest
+                top = part.topk(self.k, dim=0)
+                part.zero_().scatter_(0, top.indices, top.values)
         self.similarity = similarity.to(self.similarity)
         self.data = data
 
