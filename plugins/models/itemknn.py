@@ -11,7 +11,6 @@ from bench.data.features import FeatureSpec
 from bench.nn.item_item import item_gram, require_memory
 from bench.nn.model import FittedModel, known_matrix
 
-
 COLUMNS = 1024  # similarity columns normalised and pruned at once
 
 
