@@ -269,3 +269,13 @@ def test_an_input_that_fits_in_the_last_level_cache_is_compared_with_a_cache_res
     assert limit_for(100 * 2**20, 32 * 2**20, 14.0, 60.0) == ("memory", 14.0)  # B=65536: from memory
     assert limit_for(6 * 2**20, 0, 14.0, 60.0) == ("memory", 14.0)  # cache size unknown: the memory copy
     assert last_level_cache_bytes(torch.device("cpu")) >= 0
+
+
+def test_bench_kernel_keeps_freed_memory_unless_asked_to_measure_it_fresh(tmp_path):
+    args = [*TINY, "--impl", "fused", "--dtype", "float32", "--devices", "cpu", "--no-backward", "--format", "json",
+            "--results-dir", str(tmp_path)]
+    kept = CliRunner().invoke(kernel_command, args)
+    fresh = CliRunner().invoke(kernel_command, [*args, "--fresh-memory"])
+    assert kept.exit_code == fresh.exit_code == 0, kept.output
+    assert {r["memory"] for r in json.loads(kept.stdout)} == {"kept"} and "freed memory kept" in kept.stderr
+    assert {r["memory"] for r in json.loads(fresh.stdout)} == {"fresh"}

@@ -68,12 +68,23 @@ def _parse_batches(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option("--copy-mb", default=256, show_default=True, type=click.IntRange(min=1),
               help="MiB per buffer of the bandwidth-measuring copy.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random embeddings.")
+@click.option("--fresh-memory", is_flag=True,
+              help="Do not keep freed memory for reuse: every large output is page-faulted in fresh.")
 @click.option("--format", "fmt", default="github", show_default=True,
               type=click.Choice(["github", "json", "csv"]), help="Output format.")
 @click.option("--results-dir", default="results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the results store lives.")
-def kernel(fmt: str, results_dir: Path, **options: Any) -> None:
-    """FM interaction throughput per implementation, as GB/s and % of the measured copy bandwidth."""
+def kernel(fmt: str, results_dir: Path, fresh_memory: bool, **options: Any) -> None:
+    """FM interaction throughput per implementation, as GB/s and % of the measured copy bandwidth.
+
+    Freed memory is kept for reuse (glibc's mallopt; `bench.device.keep_freed_memory`), as a training loop's
+    recurring tensor sizes find it; --fresh-memory measures every large output page-faulted in fresh."""
+    from bench.device import keep_freed_memory
+
+    kept = not fresh_memory and keep_freed_memory()
+    if kept:
+        click.echo("freed memory kept for reuse (glibc M_MMAP_THRESHOLD 1 GiB); --fresh-memory to measure without",
+                   err=True)
     config = KernelConfig(**options)
     try:
         rows = run_kernel_bench(config, log=lambda message: click.echo(message, err=True))
@@ -81,6 +92,8 @@ def kernel(fmt: str, results_dir: Path, **options: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     if not rows:
         raise click.ClickException("nothing was measured: every device or implementation was skipped")
+    for row in rows:
+        row["memory"] = "kept" if kept else "fresh"  # freed memory reused, or every large output faulted in
     click.echo(format_rows(rows, fmt))
     batch = record(rows, config, results_dir)
     click.echo(f"recorded as kernel batch {batch} in {results_dir}", err=True)

@@ -163,9 +163,15 @@ def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, repeat: 
     return Timing.of(samples)
 
 
-def measure_copy_bandwidth(device: torch.device, megabytes: float, warmup: int, repeat: int) -> float:
-    """GB/s of ``dst.copy_(src)`` over `megabytes` MiB, counting read + write: the roofline."""
-    src = torch.ones(max(int(megabytes * 2**20) // 4, 1), dtype=torch.float32, device=device)
+def measure_copy_bandwidth(device: torch.device, megabytes: float, warmup: int, repeat: int, tries: int = 3) -> float:
+    """GB/s of ``dst.copy_(src)`` over `megabytes` MiB, counting read + write: the roofline. The best of `tries`
+    fresh buffer pairs (each the median of `repeat` copies): on this machine one pair of buffers copied at
+    45 GB/s and another, in another process, at 71; a limit is what the memory can do, so the best counts."""
+    return max(_copy_rate(device, max(int(megabytes * 2**20) // 4, 1), warmup, repeat) for _ in range(tries))
+
+
+def _copy_rate(device: torch.device, floats: int, warmup: int, repeat: int) -> float:
+    src = torch.ones(floats, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     timing = time_call(lambda: dst.copy_(src), device, max(warmup, 1), repeat)  # warm-up faults dst in
     return 2 * src.numel() * src.element_size() / timing.median_s / 1e9
