@@ -15,6 +15,7 @@ from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
 from bench.kernels import fm as fm_kernels
 from bench.nn.embedding import Embedded
+from bench.nn.layers import Dropout
 from bench.nn.model import create_model
 from plugins.models.mostpop import MostPop
 
@@ -202,7 +203,7 @@ def test_defaults_follow_the_reference_notebook_and_the_papers():
     spec = make_spec()
     deepfm = registry.create("model", "deepfm", spec=spec)
     widths = [m.out_features for m in deepfm.mlp.net if isinstance(m, torch.nn.Linear)]
-    drops = [m.p for m in deepfm.mlp.net if isinstance(m, torch.nn.Dropout)]
+    drops = [m.p for m in deepfm.mlp.net if isinstance(m, Dropout)]
     assert deepfm.embedding.embed_dim == 16 and widths == [128, 64, 32, 1] and drops == [0.2] * 3
     fm = registry.create("model", "fm", spec=spec)
     assert isinstance(fm.fm.layer, registry.get("interaction", "fm")) and not hasattr(fm, "mlp")
@@ -348,3 +349,18 @@ class _WithoutPairScores(torch.nn.Module):
     def forward_pairs(self, user_fields, item_fields):
         self.pair_calls += 1
         return self.layer.forward_pairs(user_fields, item_fields)
+
+
+def test_dropout_drops_the_stated_share_scales_the_rest_and_is_off_in_eval():
+    torch.manual_seed(0)
+    layer = Dropout(0.25)
+    x = torch.ones(400, 500, requires_grad=True)
+    out = layer(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01 and torch.allclose(out[kept], torch.tensor(1 / 0.75))
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the kept units only
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)

@@ -122,7 +122,10 @@ class _FieldGroup(nn.Module):
         for f in fields:
             offsets.append(total)
             total += f.vocab_size - 1
-        self.register_buffer("columns", torch.tensor([f.column for f in fields]), persistent=False)
+        columns = [f.column for f in fields]
+        self.register_buffer("columns", torch.tensor(columns), persistent=False)
+        # contiguous columns (the usual case) are a slice, a view: no gather of the index matrix
+        self.span = (columns[0], columns[-1] + 1) if columns == list(range(columns[0], columns[-1] + 1)) else None
         self.register_buffer("offsets", torch.tensor(offsets).view(1, -1), persistent=False)
         self.vectors = nn.Embedding(total + 1, dim, padding_idx=0)
         self.weights = nn.Embedding(total + 1, 1, padding_idx=0)
@@ -136,8 +139,8 @@ class _FieldGroup(nn.Module):
         )
 
     def forward(self, x: torch.Tensor):
-        local = x.index_select(1, self.columns)
-        idx = torch.where(local > 0, local + self.offsets, torch.zeros_like(local))
+        local = x[:, self.span[0]:self.span[1]] if self.span else x.index_select(1, self.columns)
+        idx = torch.where(local > 0, local + self.offsets, 0)  # index 0 (unknown) stays the zero row
         vec = self.vectors(idx)  # (B, n, dim)
         first = self.weights(idx).sum(dim=1)  # (B, 1)
         field = vec if self.projection is None else torch.einsum("bnd,nde->bne", vec, self.projection)
