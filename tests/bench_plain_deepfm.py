@@ -4,8 +4,7 @@ dropout 0.2, fused Adam for both. Run: pytest tests/bench_plain_deepfm.py --benc
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import require_ml100k
+from conftest import benchmark_training_step, require_ml100k
 from torch import nn
 
 import registry
@@ -72,15 +71,4 @@ def test_deepfm_training_step(benchmark, ml100k, impl, batch_size):
         def logits():
             return model(x)
 
-    def step():
-        loss = F.binary_cross_entropy_with_logits(logits(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    first = step()
-    for _ in range(20):
-        last = step()
-    assert last < first  # the timed step really trains
-    benchmark(step)
+    benchmark_training_step(benchmark, logits, labels, optimizer)

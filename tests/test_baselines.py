@@ -42,7 +42,7 @@ def test_ease_equals_a_direct_numpy_solve():
     p = np.linalg.inv(x.T @ x + reg * np.eye(N_ITEMS))
     b = np.eye(N_ITEMS) - p / np.diag(p)  # B = I - P diag(1 / diag(P))
     assert np.allclose(np.diag(b), 0)
-    assert np.allclose(model.weights.numpy(), b, atol=1e-6)
+    assert np.allclose(model.matrix.numpy(), b, atol=1e-6)
     scores = model.score(torch.arange(1, N_USERS), torch.arange(N_ITEMS))
     assert np.allclose(scores.numpy(), x[1:] @ b, atol=1e-5)
 
@@ -63,7 +63,7 @@ def test_itemknn_equals_a_brute_force_cosine(k, shrink, columns, monkeypatch):
     for j in range(N_ITEMS):  # each item keeps its k most similar items
         if k < N_ITEMS:
             sim[np.argsort(-sim[:, j], kind="stable")[k:], j] = 0.0
-    got = model.similarity.numpy()
+    got = model.matrix.numpy()
     assert np.allclose(got, sim, atol=1e-6)
     assert ((got > 0).sum(axis=0) <= k).all()
     scores = model.score(torch.arange(1, N_USERS), torch.arange(N_ITEMS))

@@ -10,10 +10,13 @@ where three copies fit, else in float32), ItemKNN one and a chunk; a model whose
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
+from bench.data.features import FeatureSpec
 from bench.data.types import InteractionData
+from bench.nn.model import FittedModel, known_matrix
 
 GRAM_CHUNK = 1 << 24  # floats of one chunk's dense user rows (64 MB in float32)
 
@@ -57,3 +60,18 @@ def item_gram(data: InteractionData, dtype: torch.dtype = torch.float32) -> torc
         x[torch.from_numpy(rows), torch.from_numpy(items)] = 1.0
         gram.addmm_(x.T, x)
     return gram
+
+
+class ItemItemModel(FittedModel):
+    """A fitted model that scores a user state x_u M, with x_u what its user liked strictly before it and M a
+    dense item x item matrix that `fit` sets (EASE's B, ItemKNN's S)."""
+
+    def __init__(self, spec: FeatureSpec):
+        super().__init__(spec)
+        self.register_buffer("matrix", torch.zeros(0, 0))
+        self.data: Any = None
+
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.data is None:
+            raise RuntimeError(f"{type(self).__name__}: call fit(data) with the training data before scoring")
+        return known_matrix(self.data, states) @ self.matrix[:, items]

@@ -8,11 +8,10 @@ import torch
 
 from bench.config import check_number
 from bench.data.features import FeatureSpec
-from bench.nn.item_item import item_gram, require_memory
-from bench.nn.model import FittedModel, known_matrix
+from bench.nn.item_item import ItemItemModel, item_gram, require_memory
 
 
-class EASE(FittedModel):
+class EASE(ItemItemModel):
     """EASE: B = I - P diag(1 / diag(P)), P = (X^T X + reg I)^-1 over the training positives (zero
     diagonal); a user state scores x_u B, x_u its positives strictly before it. Option `reg` (lambda)."""
 
@@ -21,8 +20,6 @@ class EASE(FittedModel):
         self.reg = check_number("reg", reg, low=0)
         if self.reg == 0:
             raise ValueError("reg: expected a number > 0 (X^T X alone is singular), got 0")
-        self.register_buffer("weights", torch.zeros(0, 0))
-        self.data: Any = None
 
     def fit(self, data: Any) -> None:
         dtype = torch.float64  # the solve in float64 where it fits, else float32 (or refused, naming the size)
@@ -37,13 +34,8 @@ class EASE(FittedModel):
         del gram
         weights.div_(-weights.diagonal().clone())  # column j scaled by -1 / P_jj, in place
         weights.diagonal().zero_()
-        self.weights = weights.to(self.weights)
+        self.matrix = weights.to(self.matrix)
         self.data = data
-
-    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if self.data is None:
-            raise RuntimeError("EASE: call fit(data) with the training data before scoring")
-        return known_matrix(self.data, states) @ self.weights[:, items]
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

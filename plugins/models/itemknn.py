@@ -8,13 +8,12 @@ import torch
 
 from bench.config import check_number
 from bench.data.features import FeatureSpec
-from bench.nn.item_item import item_gram, require_memory
-from bench.nn.model import FittedModel, known_matrix
+from bench.nn.item_item import ItemItemModel, item_gram, require_memory
 
 COLUMNS = 1024  # similarity columns normalised and pruned at once
 
 
-class ItemKNN(FittedModel):
+class ItemKNN(ItemItemModel):
     """ItemKNN: S_ij = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) over the training positives, each item j
     keeping its `k` most similar items (column j); a user state scores x_u S, x_u its positives strictly
     before it. Options `k`, `shrink`."""
@@ -23,8 +22,6 @@ class ItemKNN(FittedModel):
         super().__init__(spec)
         self.k = int(check_number("k", k, low=1, integer=True))
         self.shrink = check_number("shrink", shrink, low=0)
-        self.register_buffer("similarity", torch.zeros(0, 0))
-        self.data: Any = None
 
     def fit(self, data: Any) -> None:
         require_memory("itemknn", data.n_items, copies=1, dtype=torch.float32)
@@ -37,13 +34,8 @@ class ItemKNN(FittedModel):
             if self.k < data.n_items:  # keep the k largest of each column, zero the rest
                 top = part.topk(self.k, dim=0)
                 part.zero_().scatter_(0, top.indices, top.values)
-        self.similarity = similarity.to(self.similarity)
+        self.matrix = similarity.to(self.matrix)
         self.data = data
-
-    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        if self.data is None:
-            raise RuntimeError("ItemKNN: call fit(data) with the training data before scoring")
-        return known_matrix(self.data, states) @ self.similarity[:, items]
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
