@@ -13,8 +13,9 @@ Precedence, lowest first; each layer overrides the ones before it, key by key:
 4. ``--set MODEL.KEY=VALUE`` (``train.KEY=VALUE``: a training option of every model), the most specific.
 
 Layers 3 and 4 are flat ``{key: value}`` dicts, sorted by `ModelConfig.with_params` into training
-options (the `TrainConfig` fields), the embedding dim and the model's own options; an Optuna trial's
-parameters go through the same function.
+options (the `TrainConfig` fields), the data options a model may set for itself (its history length and
+pooling), the embedding dim and the model's own options; an Optuna trial's parameters go through the same
+function.
 """
 
 from __future__ import annotations
