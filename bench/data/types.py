@@ -87,13 +87,6 @@ class Csr:
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         return rows, self.indices[np.repeat(starts, lengths) + offsets]
 
-    def dense_mask(self, users: np.ndarray) -> torch.Tensor:
-        """(len(users), n_items) bool tensor, True where the item is in the user's list."""
-        mask = torch.zeros(len(users), self.n_items, dtype=torch.bool)
-        rows, cols = self.rows_pairs(users)
-        mask[torch.from_numpy(rows), torch.from_numpy(cols)] = True
-        return mask
-
     def union(self, other: "Csr") -> "Csr":
         u1, i1 = self.rows_pairs(np.arange(self.n_users))
         u2, i2 = other.rows_pairs(np.arange(other.n_users))
