@@ -126,7 +126,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    patience: int = 10  # epochs without a better val_metric before stopping (chosen over 5: results/ml-100k-stability.md)
+    patience: int = 10  # epochs without a better val_metric before stopping (results/ml-100k-stability.md)
     num_negatives: int = 4
     sampler: str = "uniform"
     sampler_options: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +135,7 @@ class TrainConfig:
     average: int = 1  # restore the mean of the weights of the best epoch and the average - 1 epochs before it
     schedule: str = "constant"  # learning rate: constant, or cosine-annealed over `epochs`
     val_users: int = 0  # early stopping ranks a fixed subset of this many validation users (0: all of them)
+    deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit, a little slower
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -148,6 +149,8 @@ class TrainConfig:
         check_number("train.smoothing", self.smoothing, low=0, high=1, high_open=True)
         check_number("train.average", self.average, low=1, integer=True)
         check_number("train.val_users", self.val_users, low=0, integer=True)
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"--deterministic: expected true or false, got {self.deterministic!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         name, at, k = str(self.val_metric).partition("@")

@@ -31,11 +31,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices), and switch torch's deterministic algorithms on or off.
+
+    On CPU every op we use is deterministic already. On CUDA the backward of index_select and index_add
+    (used by the embeddings and the CIN) accumulate with atomics in a varying order, so two runs differ in
+    rounding and early stopping can then pick another epoch; deterministic mode sorts instead, and cuBLAS
+    needs a fixed workspace (CUBLAS_WORKSPACE_CONFIG, set here unless already set, before CUDA starts).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def set_threads(threads: int | None) -> int:

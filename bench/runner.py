@@ -166,7 +166,7 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
     history: list[dict[str, Any]] = []
     try:
         start = time.perf_counter()
-        seed_everything(seed)
+        seed_everything(seed, train_cfg.deterministic)
         built = build_model(model, data).to(device)
         fit_s = time.perf_counter() - start
         result = None

@@ -47,3 +47,28 @@ def test_rerun_of_a_missing_run_is_one_line(tmp_path):
     CliRunner().invoke(main, ["run", "--models", "mostpop", *SYNTH, "--no-progress", "--results-dir", str(tmp_path)])
     res = CliRunner().invoke(main, ["run", "--rerun", "99", "--results-dir", str(tmp_path)])
     assert res.exit_code == 2 and "--rerun 99: no run 99" in res.output
+
+
+def test_deterministic_runs_in_torchs_deterministic_mode_and_is_recorded(tmp_path, monkeypatch):
+    """--deterministic switches torch's deterministic algorithms on for the run (on CPU the metrics do not
+    change: its ops are deterministic already), records it, and the next run without it switches them off."""
+    import torch
+
+    import bench.runner as runner
+
+    seen: list[bool] = []
+    real_train = runner.train
+
+    def spying_train(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", spying_train)
+    base = ["run", "--models", "fm", *SYNTH, "--epochs", "2", "--embed-dim", "8", "--no-progress"]
+    on = CliRunner().invoke(main, [*base, "--deterministic", "--results-dir", str(tmp_path / "on")])
+    off = CliRunner().invoke(main, [*base, "--results-dir", str(tmp_path / "off")])
+    assert on.exit_code == off.exit_code == 0, on.output
+    assert seen == [True, False] and not torch.are_deterministic_algorithms_enabled()
+    a, b = ResultStore(tmp_path / "on").runs()[0], ResultStore(tmp_path / "off").runs()[0]
+    assert a.config["train"]["deterministic"] is True and b.config["train"]["deterministic"] is False
+    assert a.metrics == b.metrics

@@ -122,6 +122,8 @@ def train_options(f: Callable) -> Callable:
         click.option("--ties", type=click.Choice(TIE_POLICIES), default=EvalConfig.ties, show_default=True,
                      help="how candidates tied with the held-out item are ranked"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
+        click.option("--deterministic", is_flag=True, default=TrainConfig.deterministic,
+                     help="torch's deterministic algorithms: a CUDA run repeats bit for bit (CPU runs always do)"),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads (default: torch's)"),
         click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False)),
@@ -149,7 +151,7 @@ def experiment_parts(kw: dict[str, Any]) -> tuple[DataConfig, TrainConfig, EvalC
         TrainConfig(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
                     weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
                     num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"),
-                    sampler_options=dict(kw.pop("sampler_opts"))),
+                    sampler_options=dict(kw.pop("sampler_opts")), deterministic=kw.pop("deterministic")),
         EvalConfig(protocol=kw.pop("protocol"), eval_negatives=kw.pop("eval_negatives"), ks=kw.pop("ks"),
                    ties=kw.pop("ties")),
     ))

@@ -52,7 +52,7 @@ def validation_value(cfg: Any, plugin: str, params: dict[str, Any], seed: int, d
     """The best validation value of one configuration trained (or fitted) with one seed."""
     model = replace(cfg.model, plugin=plugin).with_params(params)
     train_cfg = model.train_config(replace(cfg.experiment.train, val_metric=cfg.objective), seed)
-    seed_everything(seed)
+    seed_everything(seed, train_cfg.deterministic)
     prepared = data.get(model.data_config(cfg.experiment.data))
     built = build_model(model, prepared).to(device)
     evaluation = cfg.experiment.eval

@@ -278,7 +278,7 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     try:
-        seed_everything(train_cfg.seed)
+        seed_everything(train_cfg.seed, train_cfg.deterministic)
         prepared = data.get(model.data_config(cfg.experiment.data))
         built = build_model(model, prepared).to(device)
         if not built.trainable:  # fitted in build_model: its validation value is the trial's
