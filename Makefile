@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 # there); without either, the loader uses its cache or downloads (README, "Where the data comes from").
 BENCH_DATA_DIR ?= $(firstword $(wildcard ../shared/data/ml-100k))
 export BENCH_DATA_DIR
-ARGS ?= --models deepfm,xdeepfm,neumf
+# the strongest simple baseline, the NeuMF baseline and our best model family with the user's history
+ARGS ?= --models ease,neumf,deepfm+history
 
 .PHONY: install run test bench clean
 

@@ -7,7 +7,9 @@ the `synthetic` dataset with ML-20M's proportions: about 145 positives' worth of
 27,000 items at 20M interactions (items grow as the square root of the size). Per stage: wall seconds and
 the process's peak RSS so far. Training and full ranking are timed on a bounded part and extrapolated
 (steps to one epoch, users to all users): their cost is linear in those, and at 20M a whole epoch takes
-minutes and a whole ranking tens of minutes; the table says which figures are extrapolated.
+minutes and a whole ranking tens of minutes; the table says which figures are extrapolated. The baselines
+are fitted at history 0 only: their fits read the training positives, never the history, so the figures
+would repeat (at 20M, half an hour of them).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def measure(n: int, history: int, threads: int) -> dict[str, Any]:
           f"extrapolated from {ranked:,} of {len(data.val):,} users x {data.n_items - 1:,} items")
     del model, optimizer
 
-    for name in ("mostpop", "itemknn", "ease"):
+    for name in ("mostpop", "itemknn", "ease") if history == 0 else ():  # their fits never read the history
         t = time.perf_counter()
         try:
             build_model(ModelConfig(name), data)
@@ -148,12 +150,18 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
             results.append(json.loads(done.stdout.splitlines()[-1]))
             print(table(results[-1:]), flush=True)
+            if args.output:  # after every size, so that a long run stopped part-way keeps what it measured
+                write_page(Path(args.output), args, results)
+
+
+def write_page(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available"
     page = ["# Scale", "", "Produced by:", "", "```", f"python -m bench.scale --interactions {args.interactions} "
             f"--history {args.history} --threads {args.threads}", "```", "", f"Machine: {machine}, torch "
             f"{torch.__version__}; one process at a time.", "", table(results)]
-    if args.output:
-        Path(args.output).write_text("\n".join(page) + "\n")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(page) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

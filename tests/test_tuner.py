@@ -152,6 +152,8 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
     lucky, steady = ranked[0].number, ranked[1].number
     # the search's winner was lucky: on new seeds the runner-up is better
     scripted = {lucky: [0.01, 0.02], steady: [0.5, 0.6]}
+    untuned = next(t.number for t in ranked if t.user_attrs.get("untuned"))  # confirmed too: see below
+    scripted.setdefault(untuned, [0.0, 0.0])
     calls = []
 
     def value(cfg_, plugin, params, seed, data, device):
@@ -164,11 +166,69 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
     chosen = confirm_mod.choose(confirmed)
     assert chosen.trial == steady and abs(chosen.mean - 0.55) < 1e-12 and chosen.gap == ranked[1].value - 0.55
     seeds = [cfg.seed + confirm_mod.CONFIRM_SEED + k for k in (0, 1)]
-    assert sorted(calls) == sorted((n, s) for n in (lucky, steady) for s in seeds)
+    assert sorted(calls) == sorted((n, s) for n in scripted for s in seeds)
     again = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
-    assert len(calls) == 4 and again == confirmed  # kept in the study: a resumed study does not train them again
+    assert len(calls) == 2 * len(scripted) and again == confirmed  # kept in the study: not trained again
     saved = json.loads(save_best(study, cfg, chosen).read_text())
     assert saved["trial"] == steady and saved["confirmed"]["values"] == [0.5, 0.6]
+
+
+def test_a_new_study_tries_the_untuned_configuration_first_and_bench_run_would_train_the_same(tmp_path):
+    from bench.config import DataConfig, ModelConfig
+    from bench.tune.space import untuned_params
+
+    train = TrainConfig()
+    assert untuned_params(ModelConfig("fm"), train, DataConfig()) == {
+        "lr": 1e-3, "weight_decay": 1e-5, "num_negatives": 4, "batch_size": 256, "embed_dim": 16}
+    model = ModelConfig("deepfm+history")
+    params = untuned_params(model, TrainConfig(lr=2e-3), DataConfig())
+    assert params == {"lr": 2e-3, "weight_decay": 1e-5, "num_negatives": 4, "batch_size": 256, "embed_dim": 16,
+                      "history": 10, "history_pooling": "mean", "mlp": "128,64,32", "dropout": 0.2}
+    applied = model.with_params(params)  # what the trial trains is what bench run trains
+    assert applied.train_config(TrainConfig(lr=2e-3), 1) == model.train_config(TrainConfig(lr=2e-3), 1)
+    assert applied.data_config(DataConfig()) == model.data_config(DataConfig())
+    assert applied.embed_dim == model.embed_dim and applied.params["dropout"] == 0.2
+    assert untuned_params(ModelConfig("ease"), train, DataConfig()) == {"reg": 250.0}
+    layers = untuned_params(ModelConfig("xdeepfm"), train, DataConfig())  # an interaction layer's own defaults
+    assert (layers["cin.layers"], layers["cin.split_half"]) == ("64,64", True)
+    # a default the space cannot propose, or a plugin sweep: no untuned trial
+    assert untuned_params(ModelConfig("fm"), TrainConfig(lr=0.5), DataConfig()) is None
+    assert untuned_params(ModelConfig("fm", embed_dim=12), train, DataConfig()) is None
+    assert untuned_params(ModelConfig("fm"), train, DataConfig(), sweep=("sampler",)) is None
+
+    study = tune(config(tmp_path, trials=2))
+    first = study.get_trials()[0]
+    assert first.user_attrs["untuned"] is True and json.loads(first.user_attrs["run_params"]) == {
+        "lr": 1e-3, "weight_decay": 1e-5, "num_negatives": 4, "batch_size": 256, "embed_dim": 16}
+    assert not study.get_trials()[1].user_attrs.get("untuned")
+    resumed = tune(config(tmp_path, trials=3)).get_trials()  # a resumed study does not enqueue it again
+    assert sum(bool(t.user_attrs.get("untuned")) for t in resumed) == 1 and len(resumed) == 3
+
+
+def test_the_untuned_trial_is_confirmed_wherever_it_ranked_and_chosen_when_its_mean_is_best(tmp_path, monkeypatch):
+    import bench.tune.confirm as confirm_mod
+    from bench.runner import DataSource
+
+    cfg = config(tmp_path, trials=4)
+    study = tune(cfg)
+    ranked = sorted((t for t in study.get_trials() if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+    untuned = next(t.number for t in ranked if t.user_attrs.get("untuned"))
+    others = [t.number for t in ranked if t.number != untuned]
+    # rank the untuned trial last in the search, whatever its one-epoch value was
+    monkeypatch.setattr(optuna.trial.FrozenTrial, "value", property(
+        lambda t: -1.0 if t.number == untuned else t.values[0]))
+    calls = []
+
+    def value(cfg_, plugin, params, seed, data, device):
+        number = next(t.number for t in study.get_trials() if json.loads(t.user_attrs["run_params"]) == params)
+        calls.append(number)
+        return 0.9 if number == untuned else 0.1
+
+    monkeypatch.setattr(confirm_mod, "validation_value", value)
+    confirmed = confirm_mod.confirm(study, cfg, top=2, seeds=1, data=DataSource(), device="cpu", log=lambda m: None)
+    assert [c.trial for c in confirmed] == others[:2] + [untuned]  # the top 2 of the search, then the defaults
+    assert [c.untuned for c in confirmed] == [False, False, True] and sorted(calls) == sorted(others[:2] + [untuned])
+    assert confirm_mod.choose(confirmed).trial == untuned  # tuning found nothing better: the defaults stay
 
 
 def test_tune_confirms_on_the_command_line_and_a_fitted_model_tunes_only_its_own_knobs(tmp_path):

@@ -118,7 +118,8 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
                 chosen = choose(confirmed)
                 table += "\n\n" + tabulate(
                     [[c.trial, f"{c.search_value:.4f}", f"{c.mean:.4f} ± {c.std:.4f}", f"{c.gap:+.4f}",
-                      "chosen" if c is chosen else ""] for c in confirmed],
+                      " ".join(filter(None, ["chosen" if c is chosen else "", "(defaults)" if c.untuned else ""]))]
+                     for c in confirmed],
                     headers=["trial", "search value", f"mean of {confirm_seeds} new seeds", "gap", ""],
                     tablefmt="github", disable_numparse=True)
             path = save_best(result, cfg, chosen)

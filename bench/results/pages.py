@@ -22,7 +22,8 @@ def leaderboard_sections(runs: list[Run], baseline: str, metrics: tuple[str, ...
     lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
              f"training negatives {samplers}, device `{first.device}`, torch {first.versions.get('torch')}, "
              f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
-             "## Leaderboard (test split, mean ± std over seeds)", "", tables.leaderboard(runs, "github", metrics), ""]
+             "## Leaderboard (test split, mean [95% interval over users and seeds])", "",
+             tables.leaderboard(runs, "github", metrics), ""]
     if baseline in {r.model for r in runs}:
         lines += [f"## Against the {baseline} baseline (p: paired sign-flip permutation test over users)", "",
                   tables.comparison(runs, baseline, "github", metrics), ""]

@@ -3,10 +3,11 @@
 The best of many noisy validation values is an optimistic pick (the winner's curse): on ML-100K's 942
 validation users one NDCG@10 moves by about 0.005 between seeds of one configuration, so the top of 50
 trials is partly luck, and on test the tuned DeepFM once lost to its defaults. `confirm` trains each of
-the `top` best complete trials again with `seeds` new seeds (validation only, never test) and
-`choose` picks the one with the best mean. The search value, the confirmed mean and their gap are
-reported and saved with the best params. Confirmed values are kept in the study (user attrs
-`confirmed.<trial>`), so a resumed study confirms only what it has not.
+the `top` best complete trials again with `seeds` new seeds (validation only, never test), with the
+study's untuned first trial (the defaults) among them, and `choose` picks the one with the best mean.
+The search value, the confirmed mean and their gap are reported and saved with the best params.
+Confirmed values are kept in the study (user attrs `confirmed.<trial>`), so a resumed study confirms
+only what it has not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Confirmed:
     trial: int
     search_value: float
     values: tuple[float, ...]
+    untuned: bool = False  # the study's first trial: the configuration bench run trains without --params
 
     @property
     def mean(self) -> float:
@@ -65,8 +67,11 @@ def validation_value(cfg: Any, plugin: str, params: dict[str, Any], seed: int, d
 
 def confirm(study: optuna.Study, cfg: Any, top: int, seeds: int, data: DataSource, device: Any,
             log: Any = print) -> list[Confirmed]:
-    """The `top` best complete trials, each trained again on `seeds` new seeds (kept in the study)."""
-    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)[:top]
+    """The `top` best complete trials, and the untuned one wherever it ranks, each trained again on `seeds`
+    new seeds (kept in the study): the defaults compete on the same footing, so tuning that does not beat
+    them on the confirmed mean chooses them."""
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    trials = ranked[:top] + [t for t in ranked[top:] if t.user_attrs.get("untuned")]
     out = []
     for t in trials:
         key = f"confirmed.{t.number}"
@@ -76,7 +81,7 @@ def confirm(study: optuna.Study, cfg: Any, top: int, seeds: int, data: DataSourc
                                            cfg.seed + CONFIRM_SEED + k, data, device))
             study.set_user_attr(key, values)
             log(f"confirm trial {t.number}: seed {k + 1} of {seeds}: val {cfg.objective} {values[-1]:.4f}")
-        out.append(Confirmed(t.number, t.value, tuple(values)))
+        out.append(Confirmed(t.number, t.value, tuple(values), bool(t.user_attrs.get("untuned"))))
     return out
 
 

@@ -4,13 +4,15 @@ so an installed third-party interaction layer or sampler is swept like a built-i
 
 from __future__ import annotations
 
+import inspect
 import itertools
+from dataclasses import asdict
 from typing import Any
 
 import optuna
 
 import registry
-from bench.config import EMBED_DIMS, HISTORY_POOLINGS, comma_list
+from bench.config import EMBED_DIMS, HISTORY_POOLINGS, DataConfig, ModelConfig, TrainConfig, comma_list
 
 SWEEPS = ("interactions", "sampler")
 
@@ -69,3 +71,63 @@ def _mlp(trial: optuna.Trial) -> list[int]:
     depth = trial.suggest_int("mlp_depth", 0, 3)
     width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
     return [max(width // 2**i, 8) for i in range(depth)]
+
+
+class _Defaults:
+    """A stand-in for an Optuna trial that answers every suggestion with the untuned value of that name, and
+    notes when that value lies outside what the search space can propose."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values, self.params, self.outside = values, {}, []
+
+    def _answer(self, name: str, inside: bool) -> Any:
+        value = self.values.get(name)
+        if value is None or not inside:
+            self.outside.append(name)
+        self.params[name] = value
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, **_: Any) -> Any:
+        value = self.values.get(name)
+        return self._answer(name, isinstance(value, (int, float)) and low <= value <= high)
+
+    def suggest_int(self, name: str, low: int, high: int, **_: Any) -> Any:
+        value = self.values.get(name)
+        return self._answer(name, isinstance(value, int) and low <= value <= high)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._answer(name, self.values.get(name) in list(choices))
+
+
+def _spelled(value: Any) -> Any:
+    """A constructor default as the search space spells it: (128, 64, 32) -> '128,64,32'."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _constructor_defaults(cls: Any) -> dict[str, Any]:
+    return {name: _spelled(p.default) for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
+                   sweep: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The search-space values of what `bench run` trains without --params: the training options, the
+    embedding dim, the history options and the model constructor's defaults (with this model's own
+    overrides). `bench tune` enqueues it as a study's first trial, so a tuned configuration is chosen over
+    the defaults only when its confirmed validation mean beats theirs. None when the space cannot express
+    the defaults (a default outside its ranges) or with --sweep (no single untuned plugin choice)."""
+    if sweep:
+        return None
+    trained = {**asdict(train), **model.train}
+    data_values = asdict(model.data_config(data))
+    constructor = _constructor_defaults(registry.get("model", model.plugin))
+    for layer in _loadable("interaction"):  # a layer's options, as the space names them: "cin.layers"
+        constructor.update({f"{layer}.{k}": v for k, v in
+                            _constructor_defaults(registry.get("interaction", layer)).items()})
+    values = {**constructor, **{k: _spelled(v) for k, v in model.params.items()},
+              **{k: trained[k] for k in ("lr", "weight_decay", "num_negatives", "batch_size")},
+              "embed_dim": model.embed_dim, "history": data_values["history"],
+              "history_pooling": data_values["history_pooling"]}
+    defaults = _Defaults(values)
+    trial_params(defaults, model.plugin, sweep, history=data_values["history"] > 0)  # type: ignore[arg-type]
+    return None if defaults.outside else defaults.params

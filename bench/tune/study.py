@@ -39,7 +39,7 @@ from bench.device import cpu_count, flush_denormal, resolve_device, seed_everyth
 from bench.eval.evaluator import evaluate
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
-from bench.tune.space import interaction_combos, trial_params
+from bench.tune.space import interaction_combos, trial_params, untuned_params
 from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_storage, open_storage, worker_id
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -88,9 +88,12 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if cfg.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=2)
-    study = optuna.create_study(storage=open_storage(cfg.storage_url()), study_name=cfg.study_name(),
-                                direction="maximize", load_if_exists=True, pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=None))
+    options = {"storage": open_storage(cfg.storage_url()), "study_name": cfg.study_name(), "direction": "maximize",
+               "pruner": pruner, "sampler": optuna.samplers.TPESampler(seed=None)}
+    try:  # the storage creates a name once: of workers starting together, exactly one creates the study
+        study, created = optuna.create_study(**options, load_if_exists=False), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.create_study(**options, load_if_exists=True), False
     attrs = {"model": cfg.model.name, "device": cfg.device, "objective": cfg.objective,
              "dataset": cfg.experiment.data.label(), "sweep": ",".join(cfg.sweep)}
     if "interactions" in cfg.sweep:  # the layers installed when the study started are its choices for good
@@ -102,6 +105,10 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
                              f"{attrs['interaction_choices'].replace(';', ' ')}; start a new study (--study NAME)")
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    if created:  # a new study tries the untuned configuration first
+        untuned = untuned_params(cfg.model, cfg.experiment.train, cfg.experiment.data, cfg.sweep)
+        if untuned is not None:
+            study.enqueue_trial(untuned, user_attrs={"untuned": True})
     return study
 
 
