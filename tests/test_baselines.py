@@ -34,6 +34,22 @@ def random_data(seed: int = 0) -> tuple[InteractionData, np.ndarray]:
     return data, x
 
 
+@pytest.mark.parametrize("heavy, pair_chunk", [(1.0, 1 << 22), (1.0, 1), (1.0, 7), (0.0, 1 << 22), (0.5, 5)])
+def test_the_gram_matrix_equals_xtx_whichever_way_each_user_is_added(heavy, pair_chunk, monkeypatch):
+    """Light users add their item pairs (in chunks of whole users), heavy ones dense rows: the same X^T X."""
+    import bench.nn.item_item as item_item
+
+    monkeypatch.setattr(item_item, "HEAVY_USER", heavy)  # 1.0: all pairs; 0.0: all dense; 0.5: a mix
+    monkeypatch.setattr(item_item, "PAIR_CHUNK", pair_chunk)
+    data, x = random_data(2)
+    counts = data.train_csr.counts()
+    if heavy == 0.5:
+        assert 0 < (counts >= heavy * N_ITEMS).sum() < (counts > 0).sum()  # both ways at once
+    for dtype in (torch.float32, torch.float64):
+        gram = item_item.item_gram(data, dtype)
+        assert gram.dtype == dtype and np.array_equal(gram.numpy(), x.T @ x)
+
+
 def test_ease_equals_a_direct_numpy_solve():
     data, x = random_data()
     reg = 3.0
