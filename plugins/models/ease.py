@@ -29,9 +29,11 @@ class EASE(ItemItemModel):
             dtype = torch.float32
             require_memory("ease", data.n_items, copies=2, dtype=dtype)
         gram = item_gram(data, dtype)
-        gram.diagonal().add_(self.reg)
-        weights = torch.linalg.inv(gram)
+        gram.diagonal().add_(self.reg)  # symmetric positive definite: Cholesky, a third of LU's time here
+        factor = torch.linalg.cholesky(gram)
         del gram
+        weights = torch.cholesky_inverse(factor)
+        del factor
         weights.div_(-weights.diagonal().clone())  # column j scaled by -1 / P_jj, in place
         weights.diagonal().zero_()
         self.matrix = weights.to(self.matrix)
