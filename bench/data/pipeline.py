@@ -20,7 +20,7 @@ from bench.config import MIN_INTERACTIONS, THRESHOLD
 from bench.data.encoding import Encoder
 from bench.data.features import SIDES, FeatureSpec, FieldSpec
 from bench.data.split import TEST, TRAIN, VAL, temporal_split
-from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs, UserStates
+from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs, UserStates, unique_ints
 
 ID_COLUMNS = {"user": "user_id", "item": "item_id"}
 
@@ -123,7 +123,7 @@ def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_
 
     A positive's history ends (exclusive) at the first positive of its user in its second: positives in the
     same second are simultaneous, whatever their file order, so none is history to another. One state per
-    distinct (user, end); state 0 is padding. Vectorised: one pass of run starts, one `np.unique`."""
+    distinct (user, end); state 0 is padding. Vectorised: one pass of run starts, one sort."""
     n = len(users)
     first = np.arange(n)
     new_user = np.ones(n, dtype=bool)
@@ -133,7 +133,7 @@ def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_
     end = np.maximum.accumulate(np.where(new_moment, first, 0))
     begin = np.zeros(n_users, dtype=np.int64)
     begin[users[new_user]] = first[new_user]
-    keys, state_of = np.unique(users.astype(np.int64) * (n + 1) + end, return_inverse=True)
+    keys, state_of = unique_ints(users.astype(np.int64) * (n + 1) + end, return_inverse=True)
     state_user, state_end = np.divmod(keys, n + 1)
     states = UserStates(
         user=torch.from_numpy(np.concatenate([[0], state_user]).astype(np.int64)),
