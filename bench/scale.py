@@ -155,13 +155,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_page(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    from bench.results.store import write_atomic
+
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available"
     page = ["# Scale", "", "Produced by:", "", "```", f"python -m bench.scale --interactions {args.interactions} "
             f"--history {args.history} --threads {args.threads}", "```", "", f"Machine: {machine}, torch "
             f"{torch.__version__}; one process at a time.", "", table(results)]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(page) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "\n".join(page) + "\n")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ def unique_ints(keys: np.ndarray, return_inverse: bool = False) -> Any:
     return unique, inverse
 
 
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """start, start + 1, ..., start + length - 1 for each (start, length), concatenated; vectorised."""
+    return np.repeat(starts, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 class Csr:
     """Per-user sorted item lists in CSR form, with vectorised membership tests."""
 
@@ -71,8 +76,8 @@ class Csr:
         keys = unique_ints(np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64))
         rows, cols = np.divmod(keys, n_items)
         indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.add.at(indptr, rows + 1, 1)
-        return cls(np.cumsum(indptr), cols.astype(np.int64), n_items)
+        np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+        return cls(indptr, cols.astype(np.int64), n_items)
 
     @property
     def n_users(self) -> int:
@@ -100,8 +105,7 @@ class Csr:
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         rows = np.repeat(np.arange(len(users)), lengths)
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return rows, self.indices[np.repeat(starts, lengths) + offsets]
+        return rows, self.indices[concat_ranges(starts, lengths)]
 
     def union(self, other: "Csr") -> "Csr":
         u1, i1 = self.rows_pairs(np.arange(self.n_users))

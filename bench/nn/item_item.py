@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.data.features import FeatureSpec
-from bench.data.types import InteractionData
+from bench.data.types import Csr, InteractionData, concat_ranges
 from bench.nn.model import FittedModel, known_matrix
 
 GRAM_CHUNK = 1 << 24  # floats of one chunk of heavy users' dense rows (64 MB in float32)
@@ -61,32 +61,30 @@ def item_gram(data: InteractionData, dtype: torch.dtype = torch.float32) -> torc
     gram = torch.zeros(n, n, dtype=dtype)
     counts = csr.counts()
     heavy = counts >= HEAVY_USER * n
-    _add_pairs(gram, csr, np.flatnonzero(~heavy & (counts > 0)))
+    _add_pairs(gram, csr, counts, np.flatnonzero(~heavy & (counts > 0)))
     _add_dense_rows(gram, csr, np.flatnonzero(heavy))
     return gram
 
 
-def _add_pairs(gram: torch.Tensor, csr: Any, users: np.ndarray) -> None:
+def _add_pairs(gram: torch.Tensor, csr: Csr, counts: np.ndarray, users: np.ndarray) -> None:
     """gram += sum of x_u x_u^T over `users`, as every (item, item) pair of each user, PAIR_CHUNK at a time."""
     n, flat = gram.shape[0], gram.view(-1)
-    pairs = csr.counts()[users] ** 2
+    pairs = counts[users] ** 2
     ends = np.cumsum(pairs)
     start = 0
     while start < len(users):  # chunks of whole users, each at most PAIR_CHUNK pairs (or one user)
         stop = max(start + 1, int(np.searchsorted(ends, ends[start] - pairs[start] + PAIR_CHUNK, side="right")))
         chunk = users[start:stop]
-        p = csr.counts()[chunk]
+        p = counts[chunk]
         first = np.repeat(csr.indptr[chunk], p)  # per entry of these users: its user's first position
-        entry = first + np.arange(p.sum()) - np.repeat(np.cumsum(p) - p, p)  # positions in csr.indices
-        reps = np.repeat(p, p)  # each entry pairs with every item of its user
-        left = np.repeat(csr.indices[entry], reps)
-        right = np.repeat(first, reps) + np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-        keys = torch.from_numpy(left * n + csr.indices[right])
+        left = np.repeat(csr.indices[concat_ranges(csr.indptr[chunk], p)], np.repeat(p, p))
+        right = csr.indices[concat_ranges(first, np.repeat(p, p))]  # each entry with every item of its user
+        keys = torch.from_numpy(left * n + right)
         flat.index_add_(0, keys, torch.ones(len(keys), dtype=gram.dtype))
         start = stop
 
 
-def _add_dense_rows(gram: torch.Tensor, csr: Any, users: np.ndarray) -> None:
+def _add_dense_rows(gram: torch.Tensor, csr: Csr, users: np.ndarray) -> None:
     """gram += X_u^T X_u for `users` as dense rows, GRAM_CHUNK floats at a time."""
     n = gram.shape[0]
     chunk = max(1, GRAM_CHUNK // n)

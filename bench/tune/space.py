@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from dataclasses import asdict
 from typing import Any
 
 import optuna
@@ -88,12 +87,10 @@ class _Defaults:
         return value
 
     def suggest_float(self, name: str, low: float, high: float, **_: Any) -> Any:
-        value = self.values.get(name)
-        return self._answer(name, isinstance(value, (int, float)) and low <= value <= high)
+        return self._answer(name, isinstance(self.values.get(name), (int, float)) and low <= self.values[name] <= high)
 
     def suggest_int(self, name: str, low: int, high: int, **_: Any) -> Any:
-        value = self.values.get(name)
-        return self._answer(name, isinstance(value, int) and low <= value <= high)
+        return self._answer(name, isinstance(self.values.get(name), int) and low <= self.values[name] <= high)
 
     def suggest_categorical(self, name: str, choices: Any) -> Any:
         return self._answer(name, self.values.get(name) in list(choices))
@@ -118,16 +115,16 @@ def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
     the defaults (a default outside its ranges) or with --sweep (no single untuned plugin choice)."""
     if sweep:
         return None
-    trained = {**asdict(train), **model.train}
-    data_values = asdict(model.data_config(data))
+    trained = model.train_config(train, train.seed)  # the command line's options with the model's overrides
+    resolved_data = model.data_config(data)
     constructor = _constructor_defaults(registry.get("model", model.plugin))
     for layer in _loadable("interaction"):  # a layer's options, as the space names them: "cin.layers"
         constructor.update({f"{layer}.{k}": v for k, v in
                             _constructor_defaults(registry.get("interaction", layer)).items()})
     values = {**constructor, **{k: _spelled(v) for k, v in model.params.items()},
-              **{k: trained[k] for k in ("lr", "weight_decay", "num_negatives", "batch_size")},
-              "embed_dim": model.embed_dim, "history": data_values["history"],
-              "history_pooling": data_values["history_pooling"]}
+              **{k: getattr(trained, k) for k in ("lr", "weight_decay", "num_negatives", "batch_size")},
+              "embed_dim": model.embed_dim, "history": resolved_data.history,
+              "history_pooling": resolved_data.history_pooling}
     defaults = _Defaults(values)
-    trial_params(defaults, model.plugin, sweep, history=data_values["history"] > 0)  # type: ignore[arg-type]
+    trial_params(defaults, model.plugin, sweep, history=resolved_data.history > 0)  # type: ignore[arg-type]
     return None if defaults.outside else defaults.params
