@@ -34,6 +34,7 @@ HISTORY_POOLINGS = ("mean", "recency")
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
 PROTOCOLS = ("full", "sampled")
 SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("adam", "lazy_adam")
 EMBED_DIMS = (8, 16, 32, 64)  # the tuner's choices of the embedding dim
 
 
@@ -135,6 +136,7 @@ class TrainConfig:
     average: int = 1  # restore the mean of the weights of the best epoch and the average - 1 epochs before it
     schedule: str = "constant"  # learning rate: constant, or cosine-annealed over `epochs`
     val_users: int = 0  # early stopping ranks a fixed subset of this many validation users (0: all of them)
+    optimizer: str = "adam"  # lazy_adam: Adam on the looked-up embedding rows only (large tables)
     deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit, a little slower
     seed: int = 0
 
@@ -151,6 +153,8 @@ class TrainConfig:
         check_number("train.val_users", self.val_users, low=0, integer=True)
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"--deterministic: expected true or false, got {self.deterministic!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         name, at, k = str(self.val_metric).partition("@")

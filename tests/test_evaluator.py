@@ -11,7 +11,7 @@ from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
 from bench.eval.evaluator import EvalResult, evaluate
 from bench.eval.metrics import metric_names
-from bench.nn.model import RankingModel
+from bench.nn.model import FittedModel, RankingModel
 
 N_USERS, N_ITEMS = 4, 25  # rows 1..3 are users, rows 1..24 the item pool; row 0 is padding
 TRAIN = {1: [1, 2, 3], 2: [6, 7], 3: [10, 11, 12]}
@@ -139,6 +139,41 @@ def test_chunking_does_not_change_results():
     model = TableModel(data.spec, scores)
     evaluate(model, data, split="test", batch_users=2)
     assert [len(c["users"]) for c in model.calls] == [2, 1]
+
+
+class FittedTable(FittedModel):
+    """A fitted model whose score of (state, item) is a fixed table; records the item rows it was asked."""
+
+    def __init__(self, spec: FeatureSpec, table: torch.Tensor):
+        super().__init__(spec)
+        self.table, self.asked = table, []
+
+    def score(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.asked.append(items.clone())
+        return self.table[states][:, items]
+
+
+def test_item_blocks_bound_a_row_wider_than_the_chunk_and_change_nothing(monkeypatch):
+    """When one user's row of pairs would pass CHUNK_FLOATS, items are scored in blocks: no call sees
+    more than the budget, every item is scored once, and the ranks are those of one call."""
+    import bench.eval.evaluator as evaluator
+
+    data = make_data()
+    scores = torch.randint(0, 4, (N_USERS, N_ITEMS), generator=torch.Generator().manual_seed(1)).float()
+    whole = [evaluate(make(data.spec, scores), data, split=split) for make in (TableModel, FittedTable)
+             for split in ("val", "test")]
+    monkeypatch.setattr(evaluator, "CHUNK_FLOATS", 7 * len(data.spec) * 16)  # 7 pairs of F * D floats
+    for make, expected in zip((TableModel, TableModel, FittedTable, FittedTable), whole, strict=True):
+        model = make(data.spec, scores)
+        blocked = evaluate(model, data, split=expected.split)
+        for name in expected.per_user:
+            np.testing.assert_array_equal(blocked.per_user[name], expected.per_user[name])
+        if make is TableModel:
+            widths = [len(c["items"]) for c in model.calls]
+            assert max(widths) == 7 and sum(widths) == N_ITEMS * len(expected.users)
+        else:
+            assert [len(a) for a in model.asked] == [7, 7, 7, 4] * len(expected.users)
+            assert torch.equal(torch.cat(model.asked[:4]), torch.arange(N_ITEMS))
 
 
 def test_model_scores_in_eval_and_inference_mode_and_mode_is_restored():

@@ -10,7 +10,8 @@ sampled  the held-out item against `num_negatives` items the user never interact
 Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), on each evaluated user's
 state (the user's features and, with history, what they liked before the held-out item), or from
 `model.score(states, items)` for a fitted model, in user chunks sized
-so one chunk's pair embeddings stay around 16 MB; rank counts come from `bench.eval.metrics.rank_counts`
+so one chunk's pair embeddings stay around 16 MB (and in item blocks where one user's row alone would pass
+that); rank counts come from `bench.eval.metrics.rank_counts`
 and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one explicit policy.
 """
 
@@ -147,29 +148,44 @@ def _check_model_device(model: RankingModel, device: torch.device) -> None:
                          f"or pass device={str(here)!r}")
 
 
-def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int, full: bool = True) -> int:
-    """Users per chunk so chunk * items * (floats one pair needs) stays near CHUNK_FLOATS.
-
-    A model may declare `floats_per_pair()`, for `score_all` (full ranking), and `floats_per_row()`, for
-    `forward` (sampled); a CIN's outer products need far more than the F * D of the embeddings, which is
-    assumed otherwise.
-    """
+def _floats_per_pair(model: RankingModel, data: InteractionData, full: bool = True) -> int:
+    """Peak floats one scored pair needs: a model may declare `floats_per_pair()`, for `score_all` (full
+    ranking), and `floats_per_row()`, for `forward` (sampled); a CIN's outer products need far more than
+    the F * D of the embeddings, which is assumed otherwise."""
     dim = getattr(getattr(model, "embedding", None), "embed_dim", 16)
     declared = getattr(model, "floats_per_pair" if full else "floats_per_row", None)
     if not callable(declared):  # a model declaring only floats_per_pair: the bound for rows too
         declared = getattr(model, "floats_per_pair", None)
     per_pair = declared() if callable(declared) else max(len(data.spec), 1) * dim
-    return max(1, CHUNK_FLOATS // (items_per_user * max(per_pair, 1)))
+    return max(int(per_pair), 1)
+
+
+def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int, full: bool = True) -> int:
+    """Users per chunk so chunk * items * (floats one pair needs) stays near CHUNK_FLOATS (at least one)."""
+    return max(1, CHUNK_FLOATS // (items_per_user * _floats_per_pair(model, data, full)))
+
+
+def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:
+    """Items scored per call for `users` users at a time: all of them, unless one chunk's pairs would pass
+    CHUNK_FLOATS (a large catalogue, a wide model), so no allocation grows with the catalogue."""
+    return min(data.n_items, max(1, CHUNK_FLOATS // (users * _floats_per_pair(model, data))))
 
 
 def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
-            item_x: torch.Tensor, device: torch.device) -> torch.Tensor:
+            item_x: torch.Tensor, device: torch.device, block: int | None = None) -> torch.Tensor:
     """(U, I) scores of these user states against every item row: from feature rows for a trained model,
-    from the state and item rows for a fitted one (`FittedModel.score`)."""
+    from the state and item rows for a fitted one (`FittedModel.score`); `block` items per call."""
     rows = torch.from_numpy(states).to(device)
-    if model.trainable:
-        return model.score_all(user_rows(rows), item_x)
-    return model.score(rows, torch.arange(data.n_items, device=device))
+    user_x = user_rows(rows) if model.trainable else None
+    block = block or data.n_items
+    parts = []
+    for lo in range(0, data.n_items, block):
+        hi = min(lo + block, data.n_items)
+        if model.trainable:
+            parts.append(model.score_all(user_x, item_x[lo:hi]))
+        else:
+            parts.append(model.score(rows, torch.arange(lo, hi, device=device)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
@@ -183,6 +199,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
                              f"matrix has {data.n_items} rows")
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, data.n_items)
+    block = _item_block(model, data, chunk)
     greater, tied, counts = [], [], []
     for start in range(0, len(users), chunk):
         rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
@@ -192,7 +209,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
             candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
         candidates[:, 0] = False  # the padding row is never a candidate
         candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
-        scores = _scores(model, data, user_rows, states[start:start + chunk], item_x, device)
+        scores = _scores(model, data, user_rows, states[start:start + chunk], item_x, device, block)
         if scores.shape != candidates.shape:
             raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
                              f"{tuple(candidates.shape)} (users x items)")

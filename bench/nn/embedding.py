@@ -170,6 +170,7 @@ class _BagField(nn.Module):
         self.cols, self.pooling, self.shares = field.columns, field.pooling, field.shares
         self._table: list[nn.Module] = []  # the owner's group, when shared (a plain list: not a submodule)
         self.offset = 0
+        self.sparse = False  # sparse gradients for the table (FeatureEmbedding.use_sparse_gradients)
         if field.shares is None:
             self.vectors = nn.EmbeddingBag(field.vocab_size, dim, mode="mean", padding_idx=0)
             self.weights = nn.EmbeddingBag(field.vocab_size, 1, mode="mean", padding_idx=0)
@@ -192,12 +193,14 @@ class _BagField(nn.Module):
         rows = torch.where(idx > 0, idx + self.offset, torch.zeros_like(idx)) if self.offset else idx
         vectors, weights = self._tables()
         if self.pooling == "mean":
-            vec = F.embedding_bag(rows, vectors, mode="mean", padding_idx=0)  # (B, dim)
-            first = F.embedding_bag(rows, weights, mode="mean", padding_idx=0)
+            vec = F.embedding_bag(rows, vectors, mode="mean", padding_idx=0, sparse=self.sparse)  # (B, dim)
+            first = F.embedding_bag(rows, weights, mode="mean", padding_idx=0, sparse=self.sparse)
         else:
             w = pooling_weights(idx)
-            vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode="sum", padding_idx=0)
-            first = F.embedding_bag(rows, weights, per_sample_weights=w, mode="sum", padding_idx=0)
+            vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode="sum", padding_idx=0,
+                                  sparse=self.sparse)
+            first = F.embedding_bag(rows, weights, per_sample_weights=w, mode="sum", padding_idx=0,
+                                    sparse=self.sparse)
         field = vec if self.projection is None else self.projection(vec)
         return first, field.unsqueeze(1), vec
 
@@ -217,6 +220,21 @@ class FeatureEmbedding(nn.Module):
             bag.share(*next(found for side in sides if (found := side.table_of(bag.shares)) is not None))
         self.num_fields = len(spec)
         self.total_dim = self.user.total_dim + self.item.total_dim
+
+    def use_sparse_gradients(self, enabled: bool = True) -> list[nn.Parameter]:
+        """Make every lookup table's gradient sparse (only the rows a batch looked up) or dense again, and
+        return the tables: a sparse optimizer then updates those rows alone, so a step's cost follows the
+        batch rather than the tables' size (`train.optimizer=lazy_adam`)."""
+        tables: list[nn.Parameter] = []
+        for side in (self.user, self.item):
+            for group in side.groups:
+                group.vectors.sparse = group.weights.sparse = enabled
+                tables += [group.vectors.weight, group.weights.weight]
+            for bag in side.bags:
+                bag.sparse = enabled
+                if bag.shares is None:
+                    tables += [bag.vectors.weight, bag.weights.weight]
+        return tables
 
     def embed(self, side: str, x: torch.Tensor) -> Embedded:
         """One side alone: x is that side's feature matrix rows (B, columns)."""
