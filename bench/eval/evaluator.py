@@ -200,7 +200,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, data.n_items)
     block = _item_block(model, data, chunk)
-    greater, tied, counts = [], [], []
+    greater, tied, counts = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(3))
     for start in range(0, len(users), chunk):
         rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
         candidates = torch.ones(len(rows), data.n_items, dtype=torch.bool, device=device)
@@ -213,12 +213,10 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
         if scores.shape != candidates.shape:
             raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
                              f"{tuple(candidates.shape)} (users x items)")
-        g, t = rank_counts(scores, target, candidates)
-        greater.append(g)
-        tied.append(t)
-        counts.append(candidates.sum(dim=1))
-    n_candidates = torch.cat(counts).double().mean().item()
-    return _numpy(greater), _numpy(tied), n_candidates
+        done = slice(start, start + len(rows))
+        greater[done], tied[done] = rank_counts(scores, target, candidates)
+        counts[done] = candidates.sum(dim=1)
+    return _numpy(greater), _numpy(tied), counts.double().mean().item()
 
 
 def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
@@ -238,7 +236,7 @@ def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray,
     state_rows = torch.from_numpy(states).to(device)
     user_rows, item_x_all = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, width, full=False)
-    greater, tied = [], []
+    greater, tied = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(2))
     for start in range(0, len(users), chunk):
         block = candidates[start:start + chunk]
         if model.trainable:
@@ -250,11 +248,10 @@ def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray,
             raise ValueError(f"{type(model).__name__}.forward returned {scores.numel()} scores for "
                              f"{block.numel()} (user, item) rows")
         target = torch.zeros(len(block), dtype=torch.long, device=device)
-        g, t = rank_counts(scores.reshape(block.shape), target, block != 0)  # 0 pads a short user's row
-        greater.append(g)
-        tied.append(t)
+        done = slice(start, start + len(block))
+        greater[done], tied[done] = rank_counts(scores.reshape(block.shape), target, block != 0)  # 0 pads a short row
     return _numpy(greater), _numpy(tied), float(1 + (negatives != 0).sum(axis=1).mean())
 
 
-def _numpy(parts: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(parts).cpu().numpy().astype(np.int64, copy=False)
+def _numpy(counts: torch.Tensor) -> np.ndarray:
+    return counts.cpu().numpy().astype(np.int64, copy=False)
