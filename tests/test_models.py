@@ -364,3 +364,25 @@ def test_dropout_drops_the_stated_share_scales_the_rest_and_is_off_in_eval():
     assert torch.equal(layer(x), x)
     with pytest.raises(ValueError, match="dropout"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "neumf", "xdeepfm", "fm"])
+def test_full_ranking_embeds_the_items_once_for_every_user_chunk(small_data, name):
+    """One user per chunk: the item side is embedded once per evaluation (`item_scorer`), and the ranks are
+    those of scoring all users at once."""
+    from bench.config import ModelConfig
+    from bench.eval.evaluator import evaluate
+    from bench.runner import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name, embed_dim=8), small_data)
+    item_sides = [m for path, m in model.named_modules() if path.endswith("item") and hasattr(m, "groups")]
+    calls = []
+    for side in item_sides:
+        side.register_forward_hook(lambda *_: calls.append(1))
+    one_by_one = evaluate(model, small_data, split="test", batch_users=1)
+    assert len(calls) == len(item_sides) >= 1
+    calls.clear()
+    at_once = evaluate(model, small_data, split="test", batch_users=len(small_data.test.users))
+    for metric, values in at_once.per_user.items():
+        np.testing.assert_allclose(one_by_one.per_user[metric], values, rtol=0, atol=1e-12, err_msg=metric)

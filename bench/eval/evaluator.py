@@ -17,8 +17,9 @@ and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one ex
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,20 +172,36 @@ def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:
     return min(data.n_items, max(1, CHUNK_FLOATS // (users * _floats_per_pair(model, data))))
 
 
-def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
-            item_x: torch.Tensor, device: torch.device, block: int | None = None) -> torch.Tensor:
-    """(U, I) scores of these user states against every item row: from feature rows for a trained model,
-    from the state and item rows for a fitted one (`FittedModel.score`); `block` items per call."""
-    rows = torch.from_numpy(states).to(device)
-    user_x = user_rows(rows) if model.trainable else None
-    block = block or data.n_items
-    parts = []
+def _item_scorers(model: RankingModel, data: InteractionData, item_x: torch.Tensor,
+                  block: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """One function per block of items, user feature rows -> (U, block) scores: the model's `item_scorer`
+    where it has one (the item side computed once for all user chunks), else `score_all` on the block."""
+    scorers = []
     for lo in range(0, data.n_items, block):
-        hi = min(lo + block, data.n_items)
-        if model.trainable:
-            parts.append(model.score_all(user_x, item_x[lo:hi]))
-        else:
-            parts.append(model.score(rows, torch.arange(lo, hi, device=device)))
+        items = item_x[lo:lo + block]
+        make = getattr(model, "item_scorer", None)
+        scorers.append(make(items) if callable(make) else functools.partial(_score_all, model, items))
+    return scorers
+
+
+def _score_all(model: RankingModel, item_x: torch.Tensor, user_x: torch.Tensor) -> torch.Tensor:
+    return model.score_all(user_x, item_x)
+
+
+def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
+            device: torch.device, block: int | None = None,
+            scorers: list[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+    """(U, I) scores of these user states against every item row: from feature rows for a trained model
+    (`scorers`, one per block of items), from the state and item rows for a fitted one
+    (`FittedModel.score`, `block` items per call)."""
+    rows = torch.from_numpy(states).to(device)
+    if model.trainable:
+        user_x = user_rows(rows)
+        parts = [score(user_x) for score in scorers]
+    else:
+        block = block or data.n_items
+        parts = [model.score(rows, torch.arange(lo, min(lo + block, data.n_items), device=device))
+                 for lo in range(0, data.n_items, block)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -200,6 +217,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, data.n_items)
     block = _item_block(model, data, chunk)
+    scorers = _item_scorers(model, data, item_x, block) if model.trainable else None
     greater, tied, counts = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(3))
     for start in range(0, len(users), chunk):
         rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
@@ -209,7 +227,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
             candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
         candidates[:, 0] = False  # the padding row is never a candidate
         candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
-        scores = _scores(model, data, user_rows, states[start:start + chunk], item_x, device, block)
+        scores = _scores(model, data, user_rows, states[start:start + chunk], device, block, scorers)
         if scores.shape != candidates.shape:
             raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
                              f"{tuple(candidates.shape)} (users x items)")
@@ -243,7 +261,7 @@ def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray,
             scores = model(user_rows(state_rows[start:start + chunk].repeat_interleave(width)),
                            item_x_all[block.reshape(-1)])
         else:  # a fitted model scores rows: all items of these states, then the candidates' columns
-            scores = _scores(model, data, user_rows, states[start:start + chunk], item_x_all, device).gather(1, block)
+            scores = _scores(model, data, user_rows, states[start:start + chunk], device).gather(1, block)
         if scores.numel() != block.numel():
             raise ValueError(f"{type(model).__name__}.forward returned {scores.numel()} scores for "
                              f"{block.numel()} (user, item) rows")

@@ -45,12 +45,13 @@ class Embedded:
         )
 
     @staticmethod
-    def pairs(user: "Embedded", item: "Embedded") -> "Embedded":
+    def pairs(user: "Embedded", item: "Embedded", memo: dict | None = None) -> "Embedded":
         """Every (user, item) pair, row u * I + i, each side embedded once: the first order summed for
-        every pair, the other two views left as `Pairs` for the layers to score without forming them."""
+        every pair, the other two views left as `Pairs` for the layers to score without forming them
+        (`memo`: see `Pairs`)."""
         return Embedded(Pairs(user.first_order, item.first_order).add(),
-                        Pairs(user.field_embeddings, item.field_embeddings),
-                        Pairs(user.flat_embeddings, item.flat_embeddings))
+                        Pairs(user.field_embeddings, item.field_embeddings, memo),
+                        Pairs(user.flat_embeddings, item.flat_embeddings, memo))
 
     def materialize(self) -> "Embedded":
         """The pairs formed, (U * I, ...) per view: what a layer without a pairs path needs."""

@@ -67,20 +67,27 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor | Pairs) -> torch.Tensor:
         if isinstance(x, Pairs):
-            return self.forward_pairs(x.user, x.item).reshape(-1, self.out_dim)
+            return self.forward_pairs(x.user, x.item, x.memo).reshape(-1, self.out_dim)
         return self.net(x)
 
-    def forward_pairs(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    def forward_pairs(self, left: torch.Tensor, right: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
         """MLP of every concatenation [left_u, right_i], (U, L) x (I, R) -> (U, I, out), in eval mode.
 
         The first Linear is split by input columns and applied once per row of each side, then broadcast:
-        U*I rows never pass through the widest matmul.
+        U*I rows never pass through the widest matmul. With a `memo` (full ranking, the same items for every
+        user chunk) the item side's part is computed once.
         """
         first = self.net[0]
         if not isinstance(first, nn.Linear):  # no hidden layer: the output Linear itself
             raise TypeError("forward_pairs needs a first Linear layer")
         w_left, w_right = first.weight[:, :left.shape[1]], first.weight[:, left.shape[1]:]
-        hidden = (left @ w_left.T + first.bias).unsqueeze(1) + (right @ w_right.T).unsqueeze(0)
+        key = ("mlp", id(self))
+        item_part = memo.get(key) if memo is not None else None
+        if item_part is None:
+            item_part = right @ w_right.T
+            if memo is not None:
+                memo[key] = item_part
+        hidden = (left @ w_left.T + first.bias).unsqueeze(1) + item_part.unsqueeze(0)
         return self.net[1:](hidden)
 
 

@@ -18,6 +18,7 @@ negatives. A fitted one (MostPop, EASE, ItemKNN: counting or a closed form, no g
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,10 +73,22 @@ class EmbeddingModel(RankingModel):
     def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
         """(U, I) logits, each side embedded once. In training mode (dropout: the two paths would draw
         differently) or without `pair_scoring`, the pairs are formed."""
-        pairs = Embedded.pairs(self.embedding.embed("user", user_x), self.embedding.embed("item", item_x))
-        if self.training or not self.pair_scoring:
-            pairs = pairs.materialize()
-        return self.head(pairs).reshape(user_x.shape[0], item_x.shape[0])
+        return self.item_scorer(item_x)(user_x)
+
+    def item_scorer(self, item_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`score_all` against these items as a function of the user rows, the item side embedded (and, in
+        the layers that can, projected) once: full ranking scores every user chunk against the same items,
+        and with one user per chunk the item side cost as much as the pairs. Valid while the weights stay
+        as they are (the evaluator makes one per evaluation)."""
+        item, memo = self.embedding.embed("item", item_x), {}
+
+        def score(user_x: torch.Tensor) -> torch.Tensor:
+            pairs = Embedded.pairs(self.embedding.embed("user", user_x), item, memo)
+            if self.training or not self.pair_scoring:
+                pairs = pairs.materialize()
+            return self.head(pairs).reshape(user_x.shape[0], item_x.shape[0])
+
+        return score
 
     def floats_per_row(self) -> int:
         """Peak floats one scored row needs in `forward`: its embeddings, the widest term, the widest Linear."""

@@ -10,17 +10,22 @@ giving (U * I, out) rows like `forward` would; a layer with no such path gets th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass
 class Pairs:
-    """Two sides of every pair: user rows (U, ...) and item rows (I, ...); pair u * I + i is (user u, item i)."""
+    """Two sides of every pair: user rows (U, ...) and item rows (I, ...); pair u * I + i is (user u, item i).
+
+    `memo`: where a layer may keep what it computed from the item side alone (an MLP's first Linear on the
+    items), shared by every user chunk ranked against the same items (`EmbeddingModel.item_scorer`); None
+    outside full ranking."""
 
     user: torch.Tensor
     item: torch.Tensor
+    memo: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,12 +41,24 @@ class NeuMF(RankingModel):
         layer once per side (`MLP` on `Pairs`); in training mode (dropout) by `forward`."""
         if self.training:
             return super().score_all(user_x, item_x)
-        n_u, n_i = user_x.shape[0], item_x.shape[0]
-        p, q = (self.gmf.embed(side, x).field_embeddings[:, 0] for side, x in (("user", user_x), ("item", item_x)))
-        towers = Pairs(self.towers.embed("user", user_x).flat_embeddings,
-                       self.towers.embed("item", item_x).flat_embeddings)
-        gmf = (p.unsqueeze(1) * q.unsqueeze(0)).reshape(n_u * n_i, -1)
-        return self.predict(torch.cat([gmf, self.mlp(towers)], dim=1)).view(n_u, n_i)
+        return self.item_scorer(item_x)(user_x)
+
+    def item_scorer(self, item_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`score_all` against these items for any user rows, the item side computed once (see
+        `EmbeddingModel.item_scorer`)."""
+        q = self.gmf.embed("item", item_x).field_embeddings[:, 0]
+        tower, memo = self.towers.embed("item", item_x).flat_embeddings, {}
+
+        def score(user_x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                return RankingModel.score_all(self, user_x, item_x)
+            n_u, n_i = user_x.shape[0], item_x.shape[0]
+            p = self.gmf.embed("user", user_x).field_embeddings[:, 0]
+            towers = Pairs(self.towers.embed("user", user_x).flat_embeddings, tower, memo)
+            gmf = (p.unsqueeze(1) * q.unsqueeze(0)).reshape(n_u * n_i, -1)
+            return self.predict(torch.cat([gmf, self.mlp(towers)], dim=1)).view(n_u, n_i)
+
+        return score
 
     def floats_per_pair(self) -> int:
         return self.predict.in_features + max(m.out_features for m in self.mlp.modules() if isinstance(m, nn.Linear))
