@@ -7,7 +7,8 @@ full     every pool item (rows 1..n_items-1) competes, except what the user has 
 sampled  the held-out item against `num_negatives` items the user never interacted with, drawn with a
          fixed seed (the NCF protocol: cheaper, but optimistic and not comparable with `full`).
 
-Scores come from `model.score_all` (full) or `model(user_x, item_x)` (sampled), on each evaluated user's
+Scores come from `model.score_all` (full; through `model.item_scorer` where the model has one, so the item
+side is computed once for all user chunks) or `model(user_x, item_x)` (sampled), on each evaluated user's
 state (the user's features and, with history, what they liked before the held-out item), or from
 `model.score(states, items)` for a fitted model, in user chunks sized
 so one chunk's pair embeddings stay around 16 MB (and in item blocks where one user's row alone would pass

@@ -2,15 +2,17 @@
 
 Every model plugin is a `RankingModel`, and `trainable` says which kind. A trained one gives
 ``forward(user_x, item_x) -> (B,)`` logits for feature rows of user states and items, and
-``score_all(user_x, item_x) -> (U, I)`` for full ranking; the trainer fits it by gradient steps on sampled
-negatives. A fitted one (MostPop, EASE, ItemKNN: counting or a closed form, no gradient) is fitted by
-``fit(data)`` from the training positives and gives ``score(states, items) -> (U, I)`` from rows.
+``score_all(user_x, item_x) -> (U, I)`` for full ranking (optionally ``item_scorer(item_x)``, a function of
+the user rows with the item side computed once, which the evaluator uses for every user chunk); the
+trainer fits it by gradient steps on sampled negatives. A fitted one (MostPop, EASE, ItemKNN: counting or
+a closed form, no gradient) is fitted by ``fit(data)`` from the training positives and gives
+``score(states, items) -> (U, I)`` from rows.
 
 * `EmbeddingModel`: built as ``Model(spec, embed_dim, **hparams)`` on a FeatureEmbedding; it writes its
   paper's equation once, in ``head(embedded)``. Full ranking embeds each user and each item once and hands
   `head` every pair as its two sides (`Embedded.pairs`), which the shared layers score without forming
   the pairs, when the model says its head uses only such layers (``pair_scoring = True``); otherwise the
-  pairs are formed, chunk by chunk.
+  pairs are formed, chunk by chunk. Its `item_scorer` embeds the items once per evaluation.
 * `FittedModel`: built as ``Model(spec, **hparams)``, fitted by ``fit(data)``, scoring rows; what a user
   state knows is what its user liked strictly before it (`known_matrix`): the same rule as history.
 """
