@@ -69,7 +69,7 @@ def measure(n: int, history: int, threads: int) -> dict[str, Any]:
     from bench.device import flush_denormal
     from bench.eval.evaluator import evaluate
     from bench.runner import build_model
-    from bench.train.trainer import make_optimizers
+    from bench.train.trainer import make_optimizers, optimizer_step
 
     torch.set_num_threads(threads)
     flush_denormal()
@@ -111,11 +111,7 @@ def measure(n: int, history: int, threads: int) -> dict[str, Any]:
         for start in range(0, len(labels), BATCH):
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 model(user_x[start:start + BATCH], item_x[start:start + BATCH]), labels[start:start + BATCH])
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
+            optimizer_step(optimizers, loss)
         seconds = time.perf_counter() - t
         steps = -(-len(labels) // BATCH)
         stage(f"DeepFM training, one epoch, {optimizer_name}", seconds / steps * epoch_steps,

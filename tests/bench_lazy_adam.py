@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bench.config import TrainConfig
 from bench.data.features import FeatureSpec
 from bench.nn.model import create_model
-from bench.train.trainer import make_optimizers
+from bench.train.trainer import make_optimizers, optimizer_step
 
 BATCH, BATCHES = 1024, 64
 
@@ -49,11 +49,7 @@ def test_training_step_against_table_size(benchmark, users, items, optimizer):
     def step() -> float:
         rows = next(batches)
         loss = F.binary_cross_entropy_with_logits(model(user_x[rows], item_x[rows]), labels[rows])
-        for o in optimizers:
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        for o in optimizers:
-            o.step()
+        optimizer_step(optimizers, loss)
         return loss.item()
 
     first = sum(step() for _ in range(BATCHES)) / BATCHES

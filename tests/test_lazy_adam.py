@@ -12,7 +12,7 @@ import registry
 from bench.config import EvalConfig, ModelConfig, TrainConfig
 from bench.data.pipeline import prepare
 from bench.runner import build_model
-from bench.train.trainer import make_optimizers, train
+from bench.train.trainer import make_optimizers, optimizer_step, train
 
 CPU = torch.device("cpu")
 
@@ -31,11 +31,7 @@ def batch(data, rows: slice):
 
 
 def step(model, optimizers, user_x, item_x, labels) -> None:
-    for o in optimizers:
-        o.zero_grad(set_to_none=True)
-    F.binary_cross_entropy_with_logits(model(user_x, item_x), labels).backward()
-    for o in optimizers:
-        o.step()
+    optimizer_step(optimizers, F.binary_cross_entropy_with_logits(model(user_x, item_x), labels))
 
 
 def tables(model):
@@ -73,8 +69,8 @@ def test_the_first_lazy_step_is_adams_step_on_the_rows_looked_up(history_data):
 
 
 def test_lazy_adam_follows_adams_formula_row_by_row_over_several_steps():
-    """Three steps on a toy table against Adam's formula written out, each row with its own step count
-    implied by the moments it keeps: rows seen at steps 1 and 3 but not 2 keep their moments through 2."""
+    """Three steps on a toy table against Adam's formula written out (bias correction by the table's step
+    count, as TensorFlow's LazyAdam): rows seen at steps 1 and 3 but not 2 keep their moments through 2."""
     from bench.train.lazy_adam import LazyAdam
 
     torch.manual_seed(0)
@@ -148,3 +144,11 @@ def test_an_unknown_optimizer_or_a_model_without_tables_is_refused():
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="has no FeatureEmbedding tables"):
         make_optimizers(torch.nn.Linear(3, 1), TrainConfig(optimizer="lazy_adam"))
+
+
+def test_adam_after_lazy_adam_makes_the_tables_dense_again(small_data):
+    model = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+    make_optimizers(model, TrainConfig(optimizer="lazy_adam"))
+    optimizers = make_optimizers(model, TrainConfig())
+    step(model, optimizers, *batch(small_data, slice(0, 32)))
+    assert all(p.grad is None or not p.grad.is_sparse for p in tables(model).values())

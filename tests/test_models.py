@@ -386,3 +386,42 @@ def test_full_ranking_embeds_the_items_once_for_every_user_chunk(small_data, nam
     at_once = evaluate(model, small_data, split="test", batch_users=len(small_data.test.users))
     for metric, values in at_once.per_user.items():
         np.testing.assert_allclose(one_by_one.per_user[metric], values, rtol=0, atol=1e-12, err_msg=metric)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "neumf"])
+def test_an_item_scorer_serves_many_user_sets_and_notices_new_weights(small_data, name):
+    """One scorer, two user sets: each equals `forward` on the formed pairs; after an in-place weight update
+    the kept item projection is not reused."""
+    from bench.config import ModelConfig
+    from bench.nn.model import RankingModel
+    from bench.runner import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name, embed_dim=8), small_data).eval()
+    user_x, item_x = small_data.user_features, small_data.item_features
+    with torch.no_grad():
+        scorer = model.item_scorer(item_x)
+        for users in (user_x[1:4], user_x[4:9]):
+            torch.testing.assert_close(scorer(users), RankingModel.score_all(model, users, item_x))
+        first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        first.weight.mul_(2.0)  # the MLP's first layer: its item part must be recomputed
+        torch.testing.assert_close(scorer(user_x[1:4]), RankingModel.score_all(model, user_x[1:4], item_x))
+
+
+def test_a_plugin_overriding_only_score_all_is_ranked_by_it(small_data):
+    """item_scorer is EmbeddingModel's; a subclass that redefines score_all means its own scores."""
+    from bench.config import ModelConfig
+    from bench.eval.evaluator import evaluate
+    from bench.runner import build_model
+
+    torch.manual_seed(0)
+    base = build_model(ModelConfig("deepfm", embed_dim=8), small_data)
+
+    class Reversed(type(base)):
+        def score_all(self, user_x, item_x):
+            return -super().score_all(user_x, item_x)
+
+    model = Reversed(small_data.spec, embed_dim=8)
+    model.load_state_dict(base.state_dict())
+    plain, reversed_ = (evaluate(m, small_data, split="test") for m in (base, model))
+    assert not np.array_equal(plain.per_user["MRR"], reversed_.per_user["MRR"])

@@ -169,24 +169,31 @@ def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int
 
 def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:
     """Items scored per call for `users` users at a time: all of them, unless one chunk's pairs would pass
-    CHUNK_FLOATS (a large catalogue, a wide model), so no allocation grows with the catalogue."""
+    CHUNK_FLOATS (a large catalogue, a wide model), so the per-pair buffers stay bounded. A fitted model
+    scores whole rows (its x_u is users x items whatever the block), so it is not blocked."""
+    if not model.trainable:
+        return data.n_items
     return min(data.n_items, max(1, CHUNK_FLOATS // (users * _floats_per_pair(model, data))))
+
+
+def _uses_item_scorer(model: RankingModel) -> bool:
+    """Whether the model's `item_scorer` speaks for its `score_all`: defined by the same class or a subclass
+    of the one defining `score_all` (a plugin overriding only `score_all` is ranked by its `score_all`)."""
+    if not callable(getattr(model, "item_scorer", None)):
+        return False
+    mro = type(model).__mro__
+    owner = {name: next(k for k in mro if name in vars(k)) for name in ("score_all", "item_scorer")}
+    return issubclass(owner["item_scorer"], owner["score_all"])
 
 
 def _item_scorers(model: RankingModel, data: InteractionData, item_x: torch.Tensor,
                   block: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     """One function per block of items, user feature rows -> (U, block) scores: the model's `item_scorer`
     where it has one (the item side computed once for all user chunks), else `score_all` on the block."""
-    scorers = []
-    for lo in range(0, data.n_items, block):
-        items = item_x[lo:lo + block]
-        make = getattr(model, "item_scorer", None)
-        scorers.append(make(items) if callable(make) else functools.partial(_score_all, model, items))
-    return scorers
-
-
-def _score_all(model: RankingModel, item_x: torch.Tensor, user_x: torch.Tensor) -> torch.Tensor:
-    return model.score_all(user_x, item_x)
+    blocks = [item_x[lo:lo + block] for lo in range(0, data.n_items, block)]
+    if _uses_item_scorer(model):
+        return [model.item_scorer(items) for items in blocks]
+    return [functools.partial(lambda items, user_x: model.score_all(user_x, items), items) for items in blocks]
 
 
 def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,

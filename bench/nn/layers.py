@@ -81,12 +81,14 @@ class MLP(nn.Module):
         if not isinstance(first, nn.Linear):  # no hidden layer: the output Linear itself
             raise TypeError("forward_pairs needs a first Linear layer")
         w_left, w_right = first.weight[:, :left.shape[1]], first.weight[:, left.shape[1]:]
-        key = ("mlp", id(self))
-        item_part = memo.get(key) if memo is not None else None
-        if item_part is None:
+        key, version = ("mlp", id(self)), first.weight._version
+        kept = memo.get(key) if memo is not None else None
+        if kept is not None and kept[0] is right and kept[1] == version:  # same items, same weights
+            item_part = kept[2]
+        else:
             item_part = right @ w_right.T
             if memo is not None:
-                memo[key] = item_part
+                memo[key] = (right, version, item_part)
         hidden = (left @ w_left.T + first.bias).unsqueeze(1) + item_part.unsqueeze(0)
         return self.net[1:](hidden)
 

@@ -80,8 +80,9 @@ class EmbeddingModel(RankingModel):
     def item_scorer(self, item_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """`score_all` against these items as a function of the user rows, the item side embedded (and, in
         the layers that can, projected) once: full ranking scores every user chunk against the same items,
-        and with one user per chunk the item side cost as much as the pairs. Valid while the weights stay
-        as they are (the evaluator makes one per evaluation)."""
+        and with one user per chunk the item side cost as much as the pairs. The item embeddings are taken
+        when the scorer is made: make one per evaluation, in the mode it is used in (the evaluator does);
+        an MLP's kept item projection is recomputed if its weights change."""
         item, memo = self.embedding.embed("item", item_x), {}
 
         def score(user_x: torch.Tensor) -> torch.Tensor:

@@ -79,12 +79,15 @@ def make_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.o
     """The optimizers of `config.optimizer`: `adam`, Adam over every parameter; `lazy_adam`, sparse
     gradients for the FeatureEmbedding tables updated by LazyAdam (the looked-up rows only: a step's cost
     follows the batch, not the tables; see bench.train.lazy_adam) and Adam for the rest."""
-    if config.optimizer == "adam":
-        return [make_adam(model, config)]
     from bench.nn.embedding import FeatureEmbedding
     from bench.train.lazy_adam import LazyAdam
 
-    tables = [p for m in model.modules() if isinstance(m, FeatureEmbedding) for p in m.use_sparse_gradients()]
+    embeddings = [m for m in model.modules() if isinstance(m, FeatureEmbedding)]
+    if config.optimizer == "adam":
+        for embedding in embeddings:  # dense again, should an earlier lazy_adam have made them sparse
+            embedding.use_sparse_gradients(False)
+        return [make_adam(model, config)]
+    tables = [p for m in embeddings for p in m.use_sparse_gradients()]
     if not tables:
         raise ValueError(f"train.optimizer=lazy_adam: {type(model).__name__} has no FeatureEmbedding tables "
                          f"to update lazily; use train.optimizer=adam")
@@ -92,6 +95,15 @@ def make_optimizers(model: torch.nn.Module, config: TrainConfig) -> list[torch.o
     dense = [p for p in model.parameters() if id(p) not in lazy]
     return ([make_adam(dense, config)] if dense else []) + [
         LazyAdam(tables, lr=config.lr, weight_decay=config.weight_decay)]
+
+
+def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """One gradient step of every optimizer (`make_optimizers`) on `loss`."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
@@ -140,11 +152,7 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
                 end = start + config.batch_size
                 logits = model(user_x[start:end], item_x[start:end])
                 loss = F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end])
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
+                optimizer_step(optimizers, loss)
                 loss_sum += loss.detach()
                 steps += 1
                 if first_loss is None:
