@@ -18,7 +18,6 @@ and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one ex
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -169,10 +168,7 @@ def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int
 
 def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:
     """Items scored per call for `users` users at a time: all of them, unless one chunk's pairs would pass
-    CHUNK_FLOATS (a large catalogue, a wide model), so the per-pair buffers stay bounded. A fitted model
-    scores whole rows (its x_u is users x items whatever the block), so it is not blocked."""
-    if not model.trainable:
-        return data.n_items
+    CHUNK_FLOATS (a large catalogue, a wide model), so the per-pair buffers stay bounded."""
     return min(data.n_items, max(1, CHUNK_FLOATS // (users * _floats_per_pair(model, data))))
 
 
@@ -193,23 +189,19 @@ def _item_scorers(model: RankingModel, data: InteractionData, item_x: torch.Tens
     blocks = [item_x[lo:lo + block] for lo in range(0, data.n_items, block)]
     if _uses_item_scorer(model):
         return [model.item_scorer(items) for items in blocks]
-    return [functools.partial(lambda items, user_x: model.score_all(user_x, items), items) for items in blocks]
+    return [lambda user_x, items=items: model.score_all(user_x, items) for items in blocks]
 
 
 def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
-            device: torch.device, block: int | None = None,
-            scorers: list[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+            device: torch.device, scorers: list[Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
     """(U, I) scores of these user states against every item row: from feature rows for a trained model
-    (`scorers`, one per block of items), from the state and item rows for a fitted one
-    (`FittedModel.score`, `block` items per call)."""
+    (`scorers`, one per block of items), from the state and item rows for a fitted one (`FittedModel.score`,
+    whole rows: its x_u is users x items whatever the block)."""
     rows = torch.from_numpy(states).to(device)
-    if model.trainable:
-        user_x = user_rows(rows)
-        parts = [score(user_x) for score in scorers]
-    else:
-        block = block or data.n_items
-        parts = [model.score(rows, torch.arange(lo, min(lo + block, data.n_items), device=device))
-                 for lo in range(0, data.n_items, block)]
+    if not model.trainable:
+        return model.score(rows, torch.arange(data.n_items, device=device))
+    user_x = user_rows(rows)
+    parts = [score(user_x) for score in scorers]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -224,8 +216,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
                              f"matrix has {data.n_items} rows")
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data, data.n_items)
-    block = _item_block(model, data, chunk)
-    scorers = _item_scorers(model, data, item_x, block) if model.trainable else None
+    scorers = _item_scorers(model, data, item_x, _item_block(model, data, chunk)) if model.trainable else None
     greater, tied, counts = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(3))
     for start in range(0, len(users), chunk):
         rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
@@ -235,7 +226,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
             candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
         candidates[:, 0] = False  # the padding row is never a candidate
         candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
-        scores = _scores(model, data, user_rows, states[start:start + chunk], device, block, scorers)
+        scores = _scores(model, data, user_rows, states[start:start + chunk], device, scorers)
         if scores.shape != candidates.shape:
             raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
                              f"{tuple(candidates.shape)} (users x items)")
