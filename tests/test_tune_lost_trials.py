@@ -241,3 +241,36 @@ def test_n_jobs_helpers_exit_when_the_parent_is_killed_and_a_rerun_finishes_exac
             rerun.kill()
             rerun.wait()
     assert_exactly(load(storage), 4, {parent.pid, helper})
+
+
+CLAIMER = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import optuna
+from optuna.trial import TrialState
+from bench.tune.storage import open_storage
+storage = open_storage({url!r})
+study = optuna.load_study(study_name="queue", storage=storage)
+waiting = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+while not Path({go!r}).exists():
+    time.sleep(0.001)
+print(json.dumps([i for i in waiting if storage.set_trial_state_values(i, TrialState.RUNNING)]))
+"""
+
+
+def test_two_workers_racing_for_queued_trials_take_each_exactly_once(tmp_path):
+    """What two workers do with a new study's queued untuned trial, 60 times over: each queued trial is taken
+    (WAITING -> RUNNING) by exactly one of them. Optuna's own read-then-write let both take one on SQLite."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=storage_mod.open_storage(url))
+    for x in range(60):
+        study.enqueue_trial({"x": x})
+    go = tmp_path / "go"
+    script = CLAIMER.format(root=str(Path(__file__).resolve().parents[1]), url=url, go=str(go))
+    workers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    time.sleep(2)  # both have loaded the study and listed the queue
+    go.touch()
+    taken = [json.loads(w.communicate(timeout=60)[0]) for w in workers]
+    assert sorted(taken[0] + taken[1]) == sorted(t._trial_id for t in study.get_trials())

@@ -173,13 +173,38 @@ def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 class _RDBStorage(optuna.storages.RDBStorage):
-    """Optuna's heartbeat (timed by the database's clock), plus: the reason recorded on each lost trial, and a
-    trial whose worker died before its first heartbeat is found too."""
+    """Optuna's heartbeat (timed by the database's clock), plus: the reason recorded on each lost trial, a
+    trial whose worker died before its first heartbeat is found too, and a queued trial is taken by exactly
+    one worker (`_claim`)."""
 
     def __init__(self, url: str, **kw: Any) -> None:
         super().__init__(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                          heartbeat_stale_trial_callback=_retry_lost, **kw)
         self._silence = _Silence()
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state == TrialState.RUNNING and values is None:  # a worker taking a queued trial
+            return self._claim(trial_id)
+        return super().set_trial_state_values(trial_id, state, values)
+
+    def _claim(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING in one conditional UPDATE: True for the one worker that took the trial. Optuna
+        reads the state and then writes it, under SELECT ... FOR UPDATE, which locks nothing on SQLite: two
+        workers starting together both took the queued untuned trial and ran it twice (the second one's
+        result was refused and the worker crashed)."""
+        from datetime import datetime, timezone
+
+        from optuna.storages._rdb.models import TrialModel
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import update
+
+        trials = TrialModel.__table__  # the table, not the model: its start time is stored as naive UTC
+        with _create_scoped_session(self.scoped_session) as session:
+            claimed = session.execute(
+                update(trials)
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=datetime.now(timezone.utc).replace(tzinfo=None)))
+            return claimed.rowcount == 1
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
