@@ -64,6 +64,10 @@ class PluginContractError(RegistryError):
     """A created plugin does not meet its kind's contract."""
 
 
+class PluginFailedError(RegistryError):
+    """A plugin raised something unexpected while it was created or used (a bug in the plugin, not bad input)."""
+
+
 # kind -> "module:function" returning what an object lacks of the kind's contract (imported when first used)
 CONTRACTS: dict[str, str] = {
     "model": "bench.nn.model:check_model",
@@ -88,8 +92,12 @@ class _Candidate:
         if self.obj is None and self.error is None and self.entry_point is not None:
             try:
                 self.obj = self.entry_point.load()
-            except Exception as exc:  # a broken plugin must not take the registry down
-                self.error = exc
+            except (Exception, SystemExit) as exc:  # a broken plugin (even one calling sys.exit on import)
+                self.error = exc  # must not take the registry, or the command, down
+            else:
+                if not callable(self.obj):
+                    self.error = TypeError(f"{self.target} is a {type(self.obj).__name__}, not a class or factory")
+                    self.obj = None
         return self.obj
 
 
@@ -223,10 +231,27 @@ class Registry:
                 "name": name, "__module__": obj.__module__, "__qualname__": obj.__qualname__, "__doc__": obj.__doc__})
         return self._renamed[obj, name]
 
+    def origin(self, kind: str, name: str) -> str:
+        """Where a plugin comes from, for messages: "model 'foo' from foo-models (foo_models.model:Foo)"."""
+        claims = self._claims(kind, name)
+        if not claims:
+            return f"{kind} {name!r}"
+        return f"{kind} {name!r} from {claims[0].source} ({claims[0].target})"
+
     def create(self, kind: str, name: str, **kwargs: Any) -> Any:
         """Instantiate a plugin and check it meets its kind's contract:
-        ``create("sampler", "uniform", num_negatives=4)``."""
-        made = self._named(self.get(kind, name), name)(**kwargs)
+        ``create("sampler", "uniform", num_negatives=4)``.
+
+        ValueError and TypeError from the constructor pass through (a plugin refusing its options: the caller
+        names the option); anything else it raises is a PluginFailedError naming the plugin and its source."""
+        factory = self._named(self.get(kind, name), name)
+        try:
+            made = factory(**kwargs)
+        except (ValueError, TypeError, RegistryError):
+            raise
+        except Exception as exc:
+            raise PluginFailedError(f"{self.origin(kind, name)} failed when created: {type(exc).__name__}: "
+                                    f"{exc}") from exc
         missing = _contract(kind)(made)
         if missing:
             target = self._claims(kind, name)[0].target
@@ -268,4 +293,5 @@ available = REGISTRY.available
 get = REGISTRY.get
 create = REGISTRY.create
 describe = REGISTRY.describe
+origin = REGISTRY.origin
 search_space = REGISTRY.search_space

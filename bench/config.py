@@ -27,6 +27,7 @@ from typing import Any
 
 import registry
 from bench.eval.metrics import CUTOFF_METRICS, TIE_POLICIES, check_ks
+from bench.text import has_control
 
 THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
 HISTORY = 10  # positives in the history of a `NAME+history` model when --history does not say
@@ -70,13 +71,26 @@ def check_number(option: str, value: object, *, low: float | None = None, high: 
 
 
 def parse_value(text: str) -> Any:
-    """'0.1' -> 0.1, '[64,32]' -> [64, 32], 'true' -> True, anything else stays a string."""
+    """'0.1' -> 0.1, '[64,32]' -> [64, 32], 'true' -> True, anything else stays a string.
+
+    A ValueError naming the value for one that is too long or nested too deeply to read: Python's parser
+    ends in a RecursionError or MemoryError on those (e.g. 100,000 '['), which would be a traceback."""
+    max_chars = 100_000
+    if len(text) > max_chars:
+        raise ValueError(f"value {text[:20]!r}... is {len(text):,} characters long; at most {max_chars:,} are read")
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    too_deep = f"value {text[:20]!r}{'...' if len(text) > 20 else ''} is nested too deeply to read"
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (RecursionError, MemoryError):
+        raise ValueError(too_deep) from None
+    except SyntaxError as exc:
+        if "too many nested" in str(exc.msg):
+            raise ValueError(too_deep) from None
+        return text
+    except (ValueError, TypeError):  # TypeError: '{[1]: 2}', a dict keyed by a list
         return text
 
 
@@ -216,6 +230,8 @@ class ModelConfig:
     data: dict[str, Any] = field(default_factory=dict)  # data options of its own (history, history_pooling)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or has_control(self.name):
+            raise ValueError(f"--models: a model label must be printable text, got {self.name!r}")
         if not self.plugin:  # 'deepfm:tuned' and 'deepfm+history' are deepfms
             object.__setattr__(self, "plugin", self.name.split(":")[0].split("+")[0])
         unknown = sorted(set(self.data) - set(DATA_KEYS))

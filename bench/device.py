@@ -19,8 +19,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps ({exc})") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: not a device; expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r}: {device.type} is not a device to train on here; expected auto, cpu, "
+                         "cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")

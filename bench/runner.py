@@ -45,16 +45,46 @@ OPTION_ERRORS = (ValueError, TypeError, registry.RegistryError)
 
 
 def load_frames(config: DataConfig) -> DatasetFrames:
+    """The dataset plugin's frames. Its own clear errors (ValueError, OSError: a bad file, a missing folder)
+    pass through; anything else it raises, or a result that is not DatasetFrames, names the plugin."""
     dataset = registry.create("dataset", config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
                               **config.options)
-    return dataset.load()
+    try:
+        frames = dataset.load()
+    except (ValueError, OSError, registry.RegistryError, MemoryError):
+        raise
+    except Exception as exc:
+        raise registry.PluginFailedError(f"{registry.origin('dataset', config.dataset)}: load() raised "
+                                         f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(frames, DatasetFrames):
+        raise registry.PluginFailedError(f"{registry.origin('dataset', config.dataset)}: load() returned "
+                                         f"{type(frames).__name__}, expected bench.data.types.DatasetFrames")
+    return frames
 
 
 def prepare_data(frames: DatasetFrames, config: DataConfig) -> InteractionData:
     data = prepare(frames, threshold=config.threshold, min_interactions=config.min_interactions,
                    history=config.history, history_pooling=config.history_pooling)
     data.name = config.label()
+    check_split(data, config)
     return data
+
+
+def check_split(data: InteractionData, config: DataConfig) -> None:
+    """Refuse, once and before any run, data whose split leaves nothing to rank, evaluate or train on (each
+    run would otherwise fail alone, or train on nothing and still print a leaderboard)."""
+    name = f"dataset {config.label()}"
+    if data.n_items - 1 < 2:
+        raise ValueError(f"{name}: {data.n_items - 1} item(s) with a positive: nothing to rank (a held-out "
+                         "item needs at least one other candidate)")
+    if len(data.test) == 0:
+        most = int(np.bincount(data.train.users).max()) if len(data.train) else 0
+        raise ValueError(f"{name}: no user has --min-interactions {config.min_interactions} positives (rating >= "
+                         f"{config.threshold:g}; the most any user has is {most}): nothing to evaluate; lower "
+                         "--min-interactions or --threshold")
+    if len(data.train) == 0:
+        raise ValueError(f"{name}: every positive is held out as a validation or test item (no user has more "
+                         "than two positives): nothing to train on")
 
 
 def load_data(config: DataConfig) -> InteractionData:
@@ -115,6 +145,12 @@ def check_models(config: ExperimentConfig, spec: FeatureSpec | None = None) -> N
             create_model(model.plugin, spec or PROBE_SPEC, model.embed_dim, **model.params)
         except OPTION_ERRORS as exc:
             raise ValueError(f"model {model.name}: {exc}") from None
+
+
+def check_on_data(config: ExperimentConfig, source: "DataSource") -> None:
+    """Every model built on its real feature spec (the data loaded and prepared), before any trains."""
+    for model in config.models:
+        check_models(replace(config, models=(model,)), source.get(model.data_config(config.data)).spec)
 
 
 def check_config(config: ExperimentConfig) -> None:
@@ -230,8 +266,7 @@ def run_benchmark(config: ExperimentConfig, store: ResultStore, data: Interactio
     validation metric, time), the sign of life a log file gets where a terminal gets progress bars."""
     check_config(config)
     source = data if isinstance(data, DataSource) else DataSource.fixed(data) if data is not None else DataSource()
-    for model in config.models:  # every model built on its real feature spec before any trains
-        check_models(replace(config, models=(model,)), source.get(model.data_config(config.data)).spec)
+    check_on_data(config, source)
     outcome = Outcome()
     for model in config.models:
         data = source.get(model.data_config(config.data))

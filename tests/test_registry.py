@@ -219,7 +219,7 @@ def test_broken_plugin_error_names_it(third_party_site):
 def test_bench_list_keeps_a_broken_plugin_to_one_short_row(third_party_site):
     out = _bench(third_party_site, "list", "model")
     assert max(len(line) for line in out.stdout.splitlines()) < 180  # was ~230 with the whole error inline
-    assert "model broken (toy_recs_broken:Model): ModuleNotFoundError" in out.stderr
+    assert "model broken from toy-recs (toy_recs_broken:Model): ModuleNotFoundError" in out.stderr
 
 
 def test_a_subclassed_plugin_reports_its_own_registry_name():

@@ -23,14 +23,19 @@ from bench.config import (
     parse_value,
 )
 from bench.eval.metrics import TIE_POLICIES
+from bench.text import printable
 
 RESULTS_DIR = "results"
 
 
 class InputError(click.ClickException):
-    """Bad input refused before any work: exit code 2, as for click's own option errors."""
+    """Bad input refused before any work: exit code 2, as for click's own option errors. One line, its
+    control characters escaped (it often quotes what the user or a file gave)."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))
 
 
 def fail(message: str) -> NoReturn:
@@ -64,7 +69,10 @@ def key_values(ctx: Any, param: Any, values: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        out[key.replace("-", "_")] = parse_value(value)
+        try:
+            out[key.replace("-", "_")] = parse_value(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{key}: {exc}") from None
     return out
 
 
@@ -217,7 +225,7 @@ def write_page(path: Path, title: str, sections: list[str]) -> None:
 
     header = [f"# {title}", "", "Produced by:", "", "```", command_line(), "```", ""]
     write_atomic(path, "\n".join(header + sections) + "\n")
-    click.echo(f"wrote {path}", err=True)
+    click.echo(printable(f"wrote {path}"), err=True)
 
 
 def tables(runs: list, baseline: str, fmt: str, metrics: tuple[str, ...] | None = None) -> str:
@@ -227,7 +235,7 @@ def tables(runs: list, baseline: str, fmt: str, metrics: tuple[str, ...] | None 
     board = render.leaderboard(runs, fmt, metrics)
     missing = render.missing_baseline(runs, baseline)
     if missing:
-        click.echo(missing, err=True)
+        click.echo(printable(missing), err=True)
     if fmt == "json" or missing:
         return board
     return board + "\n\n" + render.comparison(runs, baseline, fmt, metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 import registry
+from bench.text import printable
 
 
 @click.command("list")
@@ -14,13 +15,14 @@ def list_plugins(kind: str | None) -> None:
     from tabulate import tabulate
 
     plugins = registry.describe(kind)
-    rows = [[p.name, p.kind, p.source, _shorten(f"ERROR: {p.error}" if p.error else p.doc)] for p in plugins]
+    rows = [[printable(p.name), p.kind, printable(p.source), _shorten(f"ERROR: {p.error}" if p.error else p.doc)]
+            for p in plugins]
     click.echo(tabulate(rows, headers=["name", "kind", "source", "description"], tablefmt="github"))
     for p in plugins:  # whole errors below the table: one broken plugin widens no row
         if p.error:
-            click.echo(f"{p.kind} {p.name} ({p.target}): {p.error}", err=True)
+            click.echo(printable(f"{p.kind} {p.name} from {p.source} ({p.target}): {p.error}"), err=True)
 
 
 def _shorten(text: str, width: int = 100) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[:width - 3] + "..."

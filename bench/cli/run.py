@@ -20,8 +20,9 @@ from bench.cli.common import (
     write_page,
 )
 from bench.config import ExperimentConfig, ModelConfig, apply_sets
-from bench.device import set_threads
+from bench.device import resolve_device, set_threads
 from bench.results.tables import FORMATS
+from bench.text import printable
 
 METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR@10,NDCG@10,MRR]"
 
@@ -43,7 +44,7 @@ METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR
               help="table format; json and csv carry every metric")
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
-@click.option("--rerun", type=int, default=None, metavar="RUN_ID",
+@click.option("--rerun", type=click.IntRange(1, 2**63 - 1), default=None, metavar="RUN_ID",
               help="run a stored run again from its recorded configuration (data from --data-dir or as recorded)")
 @data_options
 @train_options
@@ -58,7 +59,7 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     """
     from bench.interrupts import exit_code, sigterm_as_interrupt
     from bench.results.store import ResultStore, check_results_dir, check_writable_file
-    from bench.runner import DataSource, check_config, run_benchmark
+    from bench.runner import DataSource, check_config, check_on_data, run_benchmark
 
     set_threads(kw.pop("threads"))
     bars, lines = progress_mode(kw.pop("progress"))
@@ -76,17 +77,18 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
             models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets,
                            tuned_only)))
     guard(lambda: check_config(config))
+    guard(lambda: resolve_device(config.device))  # once, before anything: not in each run
     data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
-    guard(lambda: [data.get(model.data_config(config.data)) for model in config.models])
+    guard(lambda: check_on_data(config, data))  # loads and prepares the data, builds each model on it
     store = guard(lambda: ResultStore(results_dir))
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():
-            outcome = guard(lambda: run_benchmark(config, store, data=data, log=lambda m: click.echo(m, err=True),
-                                                  epoch_lines=lines, progress=bars))
+            outcome = guard(lambda: run_benchmark(config, store, data=data, log=_log, epoch_lines=lines,
+                                                  progress=bars))
     except KeyboardInterrupt as exc:
-        click.echo(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in {store.path}",
-                   err=True)
+        click.echo(printable(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in "
+                             f"{store.path}"), err=True)
         sys.exit(exit_code(exc))
     runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
     if rerun is not None and runs:
@@ -99,10 +101,10 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
             guard(lambda: write_page(Path(output), f"{data_cfg.label()} leaderboard",
                                      leaderboard_sections(runs, baseline, metrics)), click.ClickException)
     requested = len(config.models) * len(config.seeds)
-    click.echo(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs finished, "
-               f"recorded in {store.path}", err=True)
+    click.echo(printable(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs "
+                         f"finished, recorded in {store.path}"), err=True)
     if outcome.failures:
-        failed = [f"  {f.model} seed {f.seed}: {f.reason}" for f in outcome.failures]
+        failed = [printable(f"  {f.model} seed {f.seed}: {f.reason}") for f in outcome.failures]
         click.echo(f"{len(outcome.failures)} of {requested} runs FAILED (recorded as failed in the store):\n"
                    + "\n".join(failed), err=True)
         sys.exit(1)
@@ -156,12 +158,25 @@ def _rerun_config(run_id: int, results_dir: str, data_cfg: Any) -> tuple[Experim
 
 
 def _compare_rerun(recorded: Any, again: Any) -> None:
-    """Say whether the re-run reproduced the stored metrics exactly, and where it did not."""
-    same_data = recorded.config.get("data_checksum") == again.config.get("data_checksum")
+    """Say whether the re-run reproduced the stored metrics exactly, and where it did not; a recorded run
+    that never finished has no metrics to compare, and a change of the data's checksum is always said."""
+    head = f"rerun of run {recorded.id} as run {again.id}"
+    before, after = recorded.config.get("data_checksum"), again.config.get("data_checksum")
+    data = "" if before == after else f"; the data differs (checksum {before} -> {after})"
+    if recorded.status != "finished" or not recorded.metrics:
+        _log(f"{head}: run {recorded.id} did not finish ({recorded.status}"
+             f"{': ' + recorded.reason if recorded.reason else ''}), so there are no metrics to compare{data}")
+        return
     differ = {k: (v, again.metrics.get(k)) for k, v in recorded.metrics.items() if again.metrics.get(k) != v}
     if not differ:
-        click.echo(f"rerun of run {recorded.id} as run {again.id}: every metric identical", err=True)
+        _log(f"{head}: every metric identical ({len(recorded.metrics)} compared){data}")
         return
-    shown = ", ".join(f"{k} {a:.6f} -> {b:.6f}" for k, (a, b) in list(differ.items())[:4])
-    why = "" if same_data else " (the data differs: another checksum)"
-    click.echo(f"rerun of run {recorded.id} as run {again.id}: {len(differ)} metrics differ{why}: {shown}", err=True)
+    shown = ", ".join(f"{k} {a:.6f} -> {b if b is None else format(b, '.6f')}" for k, (a, b) in
+                      list(differ.items())[:4])
+    _log(f"{head}: {len(differ)} of {len(recorded.metrics)} metrics differ{data}: {shown}")
+
+
+def _log(message: str) -> None:
+    """A progress or summary line on stderr, its control characters escaped (labels and reasons come from the
+    user and from plugins)."""
+    click.echo(printable(message), err=True)

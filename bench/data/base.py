@@ -74,6 +74,54 @@ class NegativeSampler(ABC):
         """That epoch's positives and freshly drawn negatives."""
 
 
+class SamplerContractError(ValueError):
+    """A sampler's epoch broke the sampler contract; the run fails with what it returned."""
+
+
+def check_samples(drawn: Any, data: InteractionData, sampler: str) -> None:
+    """Refuse an epoch of samples that breaks the contract the trainer relies on: a TrainSamples of aligned
+    int64 / float tensors; positives indexing `data.train`; items in the pool (rows 1..n_items-1); labels
+    exactly 0 or 1; a label-1 row holds its positive's own item; a label-0 row never holds one of its user's
+    training positives (it would train that pair as both 1 and 0). Vectorised: one membership test per epoch."""
+    def refuse(problem: str) -> None:
+        raise SamplerContractError(f"sampler {sampler!r}: {problem}; a sampler's sample(epoch) must return "
+                                   "TrainSamples(positives, items, labels) as bench.data.base.NegativeSampler says")
+
+    if not all(isinstance(getattr(drawn, a, None), torch.Tensor) for a in ("positives", "items", "labels")):
+        refuse(f"sample(epoch) returned {type(drawn).__name__}, not TrainSamples")
+    positives, items, labels = drawn.positives, drawn.items, drawn.labels
+    if not (positives.dim() == items.dim() == labels.dim() == 1 and len(positives) == len(items) == len(labels)):
+        refuse(f"positives, items and labels have shapes {tuple(positives.shape)}, {tuple(items.shape)}, "
+               f"{tuple(labels.shape)}; expected three aligned 1-d arrays")
+    if len(labels) == 0:
+        refuse("it returned no samples")
+    if positives.is_floating_point() or items.is_floating_point():
+        refuse("positives and items must be integer indices")
+    positives, items, labels = positives.numpy(), items.numpy(), labels.numpy()
+    for what, values, low, high in (("positives", positives, 0, len(data.train) - 1),
+                                    ("items", items, 1, data.n_items - 1)):
+        bad = (values < low) | (values > high)
+        if bad.any():
+            refuse(f"{what} must be in {low}..{high}, got {values[bad][0].item()} ({int(bad.sum())} such rows)")
+    bad = (labels != 0) & (labels != 1)
+    if bad.any():
+        refuse(f"labels must be 0 or 1, got {labels[bad][0].item()!r} ({int(bad.sum())} such rows)")
+    positive = labels == 1
+    own = data.train.items[positives[positive]]
+    if (items[positive] != own).any():
+        wrong = np.flatnonzero(items[positive] != own)
+        refuse(f"a label-1 row must hold its positive's own item: {len(wrong)} rows do not (e.g. item row "
+               f"{items[positive][wrong[0]]} for a positive of item row {own[wrong[0]]})")
+    negative = ~positive
+    users = data.train.users[positives[negative]]
+    leaked = data.train_csr.contains(users, items[negative])
+    if leaked.any():
+        first = int(np.flatnonzero(leaked)[0])
+        user, item = int(users[first]), int(items[negative][first])
+        refuse(f"{int(leaked.sum())} negatives are training positives of their user (e.g. user "
+               f"{data.user_ids[user]!r}, item {data.item_ids[item]!r}): each such pair would train as both 1 and 0")
+
+
 def check_sampler(sampler: Any) -> list[str]:
     """What `sampler` lacks of the sampler contract (empty when it meets it)."""
     missing = []

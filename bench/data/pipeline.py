@@ -60,6 +60,8 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
     items = item_enc.transform(positives["item_id"])
     split = positives["split"].to_numpy()
     states, state_of = user_states(users, items, positives["timestamp"].to_numpy(), n_users, history)
+    if history:
+        history = states.length = _history_window(states, history)
     train, val, test = (Pairs(users[split == s], items[split == s], state_of[split == s]) for s in (TRAIN, VAL, TEST))
 
     all_users = user_enc.transform(frames.interactions["user_id"])
@@ -108,13 +110,36 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
 
 def _checksum(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, split: np.ndarray) -> str:
     """A short fingerprint of the positives and their split, recorded with each run: a re-run on data that
-    differs (another file, another version) is noticed."""
+    differs (another file, another version) is noticed. Timestamps are hashed as float64 where that is exact
+    (the fingerprints recorded so far stay valid), and as their exact integers where one is beyond
+    2**53, so two nanosecond timestamps 100 ns apart never give the same fingerprint."""
     import hashlib
 
     digest = hashlib.sha256()
-    for array in (users, items, np.asarray(timestamps, dtype=np.float64), np.asarray(split == TRAIN)):
+    timestamps = np.asarray(timestamps)
+    if timestamps.dtype.kind in "iu" and ((timestamps > 2 ** 53) | (timestamps < -2 ** 53)).any():
+        digest.update(f"exact {timestamps.dtype.str} timestamps".encode())
+    else:
+        timestamps = timestamps.astype(np.float64)
+    for array in (users, items, timestamps, np.asarray(split == TRAIN)):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _history_window(states: UserStates, history: int) -> int:
+    """The history length actually used: `history`, or the longest past any row has when that is shorter
+    (a window longer than every user's past only pads, and `--history 1000000` would allocate a million
+    columns per row); said in a warning."""
+    longest = int((states.end - states.begin[states.user]).max()) if len(states) > 1 else 0
+    if history <= max(longest, 1):
+        return history
+    import warnings
+
+    from bench.data.readers import DataWarning
+
+    warnings.warn(f"--history {history}: the longest past of any row holds {longest} earlier positives; "
+                  f"using a window of {max(longest, 1)}", DataWarning, stacklevel=3)
+    return max(longest, 1)
 
 
 def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int,

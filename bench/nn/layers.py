@@ -103,15 +103,21 @@ class Term(nn.Module):
     pairs formed and `forward`.
     """
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, name: str = ""):
         super().__init__()
         self.layer = layer
+        self.name = name or type(layer).__name__  # the plugin's name, for messages
         wide = layer.out_dim > 1
         self.readout = nn.Linear(layer.out_dim, 1, bias=False) if wide else None
 
     def forward(self, fields: torch.Tensor | Pairs) -> torch.Tensor:
         if not isinstance(fields, Pairs):
             out = self.layer(fields)
+            if out.dim() != 2 or out.shape[1] != self.layer.out_dim:
+                raise ValueError(f"interaction {self.name!r} ({type(self.layer).__module__}."
+                                 f"{type(self.layer).__qualname__}) returned shape {tuple(out.shape)} for "
+                                 f"{fields.shape[0]} rows, but its out_dim is {self.layer.out_dim}: expected "
+                                 f"({fields.shape[0]}, {self.layer.out_dim})")
             return out if self.readout is None else self.readout(out)
         weight = () if self.readout is None else (self.readout.weight.view(-1),)
         if hasattr(self.layer, "pair_scores"):

@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from bench.eval.stats import bootstrap_interval, holm, paired_permutation_test
 from bench.results.store import Run
+from bench.text import printable
 
 FORMATS = ("github", "latex", "csv", "json")
 _METRIC_ORDER = ("HR", "NDCG", "Recall", "MAP")
@@ -130,7 +131,7 @@ def leaderboard(runs: list[Run], fmt: str = "github", metrics: Iterable[str] | N
     seeds = sorted({r["seeds"] for r in rows})
     legend = (f"mean [95% interval over users and seeds], {'/'.join(map(str, seeds))} seed(s); samples/s: "
               "training;\nparams, epochs and more: --format csv or json")
-    notes = [f"(!) {r['model']} {note}" for r in rows for note in r["notes"]]
+    notes = [printable(f"(!) {r['model']} {note}") for r in rows for note in r["notes"]]
     return "\n\n".join([_render(headers, table, fmt), legend, *(["\n".join(notes)] if notes else [])])
 
 
@@ -138,8 +139,8 @@ def missing_baseline(runs: list[Run], baseline: str) -> str | None:
     """One line saying why there is no comparison table, or None when the baseline has finished runs."""
     if baseline in _by_model(runs):
         return None
-    return (f"no comparison: baseline {baseline} has no finished run here; add it to --models or pass --baseline "
-            f"(one of {', '.join(sorted(_by_model(runs)))})")
+    return printable(f"no comparison: baseline {baseline} has no finished run here; add it to --models or pass "
+                     f"--baseline (one of {', '.join(sorted(_by_model(runs)))})")
 
 
 def _per_user_matrix(group: list[Run], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +218,9 @@ def _stars(p: float) -> str:
 
 
 def _render(headers: list[str], table: list[list[Any]], fmt: str) -> str:
+    """The table in `fmt`, every cell and header printable (a model label cannot reach the terminal raw)."""
+    headers = [printable(h) for h in headers]
+    table = [[printable(cell) if isinstance(cell, str) else cell for cell in row] for row in table]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.config import EvalConfig, TrainConfig, make_sampler
+from bench.data.base import check_samples
 from bench.data.types import InteractionData
 from bench.device import flush_denormal
 from bench.eval.evaluator import evaluate
@@ -137,6 +138,7 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
     for epoch in bar:
         t0 = time.perf_counter()
         drawn = sampler.sample(epoch)
+        check_samples(drawn, data, config.sampler)
         order = torch.randperm(len(drawn), generator=generator)
         positives, items, labels = (x[order].to(device) for x in (drawn.positives, drawn.items, drawn.labels))
         states = train_states[positives]  # a negative's user side is its positive's state

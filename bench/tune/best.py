@@ -81,20 +81,52 @@ def load_best_params(spec: str, results_dir: str, data: DataConfig,
         for model in models:
             path = best_params_path(results_dir, data, model)
             if path.exists():
-                payloads.append(json.loads(path.read_text()))
+                payloads.append((path, _read_json(path, "--params best"), model))
         if not payloads:
             raise ValueError(f"--params best: no tuned params for {', '.join(models)} on {data.label()} under "
                              f"{Path(results_dir) / 'best_params'}; run `bench tune` first")
     else:
         path = Path(spec)
-        if not path.exists():
+        if not path.is_file():
             raise ValueError(f"--params {spec}: no such file (expected 'best' or a JSON file from bench tune)")
-        try:
-            loaded = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--params {spec}: not valid JSON ({exc})") from None
-        payloads = loaded if isinstance(loaded, list) else [loaded]
-        for p in payloads:
-            if not isinstance(p, dict) or "params" not in p or "model" not in p:
-                raise ValueError(f"--params {spec}: expected objects with 'model' and 'params' keys")
-    return {p.get("tuned_as", p["model"]): (p["model"], p["params"]) for p in payloads}
+        loaded = _read_json(path, f"--params {spec}")
+        payloads = [(path, p, None) for p in (loaded if isinstance(loaded, list) else [loaded])]
+    tuned = {}
+    for path, payload, looked_up in payloads:
+        name, plugin, params = _checked_payload(payload, path)
+        name = looked_up or name  # a best-params file is the one of the model it was looked up for
+        if name not in models:
+            raise ValueError(f"--params {path}: these params were tuned for {name!r}, which is not among --models "
+                             f"({', '.join(models)}); add it to --models or pass that model's file")
+        if name in tuned:
+            raise ValueError(f"--params {path}: {name!r} has tuned params twice")
+        tuned[name] = (plugin, params)
+    return tuned
+
+
+def _read_json(path: Path, option: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{option}: {path} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{option}: {path} nests too deeply to be a tuned-params file") from None
+
+
+def _checked_payload(payload: Any, path: Path) -> tuple[str, str, dict[str, Any]]:
+    """(model label, plugin, params) of one tuned-params object, each checked for its type."""
+    expected = 'an object {"model": "<plugin>", "params": {...}} as bench tune writes'
+    if not isinstance(payload, dict):
+        raise ValueError(f"--params {path}: expected {expected}, got a JSON {_json_type(payload)}")
+    for key, kind in (("model", str), ("params", dict), ("tuned_as", str)):
+        if key not in payload and key == "tuned_as":
+            continue
+        if not isinstance(payload.get(key), kind):
+            raise ValueError(f"--params {path}: {key!r} must be a JSON {_json_type(kind())}, got "
+                             f"{_json_type(payload.get(key)) if key in payload else 'nothing'}; expected {expected}")
+    return payload.get("tuned_as", payload["model"]), payload["model"], payload["params"]
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
