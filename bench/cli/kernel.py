@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import click
 
+from bench.cli.common import guard
 from bench.config import comma_list
 from bench.kernels.harness import (
     DEFAULT_IMPLS,
@@ -80,7 +81,9 @@ def kernel(fmt: str, results_dir: Path, fresh_memory: bool, **options: Any) -> N
     Freed memory is kept for reuse (glibc's mallopt; `bench.device.keep_freed_memory`), as a training loop's
     recurring tensor sizes find it; --fresh-memory measures every large output page-faulted in fresh."""
     from bench.device import keep_freed_memory
+    from bench.results.store import check_results_dir
 
+    guard(lambda: check_results_dir(results_dir))  # a corrupt, foreign or full store: exit 2 before measuring
     kept = not fresh_memory and keep_freed_memory()
     if kept:
         click.echo("freed memory kept for reuse (glibc M_MMAP_THRESHOLD 1 GiB); --fresh-memory to measure without",
@@ -95,5 +98,5 @@ def kernel(fmt: str, results_dir: Path, fresh_memory: bool, **options: Any) -> N
     for row in rows:
         row["memory"] = "kept" if kept else "fresh"  # freed memory reused, or every large output faulted in
     click.echo(format_rows(rows, fmt))
-    batch = record(rows, config, results_dir)
+    batch = guard(lambda: record(rows, config, results_dir), click.ClickException)
     click.echo(f"recorded as kernel batch {batch} in {results_dir}", err=True)

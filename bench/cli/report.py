@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,6 +13,18 @@ from bench.cli.run import METRICS_HELP
 from bench.config import PROTOCOLS
 from bench.eval.metrics import TIE_POLICIES
 from bench.results.tables import FORMATS
+from bench.text import printable
+
+MAX_RUN_ID = 2**63 - 1  # SQLite's largest integer: no run has a larger id
+
+
+def _run_ids(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
+    """--ids: a comma list of run ids, each a whole number from 1 to SQLite's largest integer."""
+    ids = comma_option(int)(ctx, param, value)
+    wrong = [i for i in ids or () if not 1 <= i <= MAX_RUN_ID]
+    if wrong:
+        raise click.BadParameter(f"{wrong[0]} is not a run id; expected whole numbers from 1 to {MAX_RUN_ID}")
+    return ids
 
 
 @click.command()
@@ -19,7 +32,7 @@ from bench.results.tables import FORMATS
 @click.option("--dataset", default=None, help="only runs on this dataset label")
 @click.option("--models", default=None, callback=comma_option(str), help="only these models")
 @click.option("--since", default=None, help="only runs started on/after this date (YYYY-MM-DD)")
-@click.option("--ids", default=None, callback=comma_option(int), help="only these run ids")
+@click.option("--ids", default=None, callback=_run_ids, help="only these run ids")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default=None, help="only runs of this protocol")
 @click.option("--ties", type=click.Choice(TIE_POLICIES), default=None, help="only runs of this tie policy")
 @click.option("--baseline", default="neumf", show_default=True)
@@ -47,12 +60,17 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
             fail(f"--since {since!r}: expected a date YYYY-MM-DD")
     if output:
         guard(lambda: check_writable_file(output, "--output"))
-    store = guard(lambda: ResultStore(results_dir))
-    matching = [r for r in store.runs(dataset=dataset, models=list(models) if models else None, since=since_ts,
-                                      ids=list(ids) if ids else None)
-                if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
+    store = guard(lambda: ResultStore(results_dir, readonly=True))  # reading writes nothing
+    found = guard(lambda: store.runs(dataset=dataset, models=list(models) if models else None, since=since_ts,
+                                     ids=list(ids) if ids else None))
+    if found.damaged:  # never shown as results, never guessed at
+        click.echo(printable(f"runs that cannot be read (damaged in {store.path}; not in the tables):") + "\n"
+                   + tabulate([[r.id, printable(r.model), r.status, printable(r.reason[:160])] for r in found.damaged],
+                              headers=["id", "model", "status", "reason"], tablefmt="github"), err=True)
+    matching = [r for r in found if (protocol is None or r.protocol == protocol) and (ties is None or r.ties == ties)]
     runs = [r for r in matching if r.status == "finished"]
-    unfinished = [[r.id, r.model, r.seed, r.status, (r.reason or "")[:100]] for r in matching if r.status != "finished"]
+    unfinished = [[r.id, printable(r.model), r.seed, r.status, printable((r.reason or "")[:100])] for r in matching
+                  if r.status != "finished"]
     if unfinished:  # failed, interrupted (Ctrl-C, SIGTERM, or a process found dead) or still running
         click.echo("runs that did not finish (not in the tables):\n"
                    + tabulate(unfinished, headers=["id", "model", "seed", "status", "reason"], tablefmt="github"),
@@ -73,4 +91,4 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
         from bench.results.plots import write_plots
 
         for path in guard(lambda: write_plots(runs, Path(results_dir) / "plots")):
-            click.echo(f"wrote {path}", err=True)
+            click.echo(printable(f"wrote {path}"), err=True)

@@ -143,7 +143,10 @@ def _rerun_config(run_id: int, results_dir: str, data_cfg: Any) -> tuple[Experim
 
     if not (Path(results_dir) / DB_NAME).exists():
         raise ValueError(f"--rerun {run_id}: no results store at {Path(results_dir) / DB_NAME}")
-    found = ResultStore(results_dir).runs(ids=[run_id])
+    found = ResultStore(results_dir, readonly=True).runs(ids=[run_id])
+    for damaged in found.damaged:
+        raise ValueError(f"--rerun {run_id}: run {run_id} in {Path(results_dir) / DB_NAME} cannot be read "
+                         f"({damaged.reason})")
     if not found:
         raise ValueError(f"--rerun {run_id}: no run {run_id} in {Path(results_dir) / DB_NAME}")
     record = found[0].config
