@@ -4,6 +4,11 @@ Resolution order: explicit `data_dir` > env `BENCH_DATA_DIR` > the cache (`cache
 `BENCH_CACHE_DIR`, or ~/.cache/deepfm-bench), downloading there when allowed. A download goes to a temp
 file in the cache, is checked against the archive's MD5, extracted to a temp folder and only then renamed
 into place, so an interrupted or corrupt download never leaves anything a later run would trust.
+
+Extraction is bounded (a `url` / `md5` option can point at any archive): the members' declared sizes must
+sum to at most `GROWTH` times the dataset's known extracted size, no member may expand more than
+`MAX_RATIO` times, both checked before anything is written, and the bytes are counted while extracting, so
+a member that holds more than it declares is refused too.
 """
 
 from __future__ import annotations
@@ -15,15 +20,21 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from bench.data.readers import DataFormatError
+from bench.data.readers import DataFormatError, human_bytes
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
 CACHE_DIR_ENV = "BENCH_CACHE_DIR"
 DEFAULT_CACHE = Path("~/.cache/deepfm-bench")
 CHECKSUMS = "MD5SUMS"
+GROWTH = 4  # an archive may extract to at most this many times its dataset's known size
+UNKNOWN_SIZE_CAP = 16 << 30  # what an archive whose extracted size is not known may extract to
+MAX_RATIO = 100  # the MovieLens archives expand 3-5 times in all; a member claiming more than this is refused
+RATIO_FROM = 1 << 20  # members smaller than this are not judged by their ratio
+_BLOCK = 1 << 20
 
 
 class ChecksumError(DataFormatError):
@@ -32,12 +43,19 @@ class ChecksumError(DataFormatError):
 
 @dataclass(frozen=True)
 class Archive:
-    """An official dataset archive: `folder` is its top-level directory, `marker` a file inside it."""
+    """An official dataset archive: `folder` is its top-level directory, `marker` a file inside it,
+    `expanded` about how many bytes the official archive extracts to (0: not known)."""
 
     folder: str
     url: str
     md5: str
     marker: str
+    expanded: int = 0
+
+    @property
+    def size_cap(self) -> int:
+        """The most its members may extract to, in bytes."""
+        return GROWTH * self.expanded if self.expanded else UNKNOWN_SIZE_CAP
 
 
 def md5_of(path: Path) -> str:
@@ -165,17 +183,72 @@ def _download(url: str, dest: Path) -> str:
 
 
 def _extract(zip_path: Path, staging: Path, archive: Archive) -> Path:
-    """Unzip into `staging` (refusing paths that escape it); returns the folder holding the marker."""
-    with zipfile.ZipFile(zip_path) as zf:
-        for name in zf.namelist():
-            target = (staging / name).resolve()
-            if not target.is_relative_to(staging.resolve()):
-                raise DataFormatError(f"{zip_path}: member {name!r} would extract outside the cache folder")
-        zf.extractall(staging)
+    """Unzip into `staging` (refusing paths that escape it, and sizes beyond the archive's caps, before
+    anything is written); returns the folder holding the marker."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = zf.infolist()
+            for info in members:
+                target = (staging / info.filename).resolve()
+                if not target.is_relative_to(staging.resolve()):
+                    raise DataFormatError(f"{zip_path}: member {info.filename!r} would extract outside the "
+                                          "cache folder")
+            _check_sizes(archive, members)
+            room = archive.size_cap
+            for info in members:
+                room -= _extract_member(zf, info, staging, archive, room)
+    except zipfile.BadZipFile as exc:
+        raise DataFormatError(f"{archive.url}: not a readable zip archive ({exc}); nothing was cached") from None
     folder = _dataset_folder(staging, archive)
     if folder is None:
         raise DataFormatError(f"{archive.url}: archive has no {archive.folder}/{archive.marker}")
     return folder
+
+
+def _check_sizes(archive: Archive, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse, from the sizes the archive declares, one that would extract to more than its cap or holds a
+    member expanding more than MAX_RATIO times (a zip bomb), naming the archive, the member and the figures."""
+    for info in members:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_FROM and ratio > MAX_RATIO:
+            raise DataFormatError(
+                f"{archive.url}: member {info.filename!r} would expand {ratio:,.0f} times "
+                f"({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}), more than the "
+                f"{MAX_RATIO} times a dataset file may; refused as a likely zip bomb, nothing was extracted")
+    total = sum(info.file_size for info in members)
+    if total > archive.size_cap:
+        largest = max(members, key=lambda info: info.file_size)
+        known = (f"{GROWTH} times the {human_bytes(archive.expanded)} {archive.folder} extracts to" if archive.expanded
+                 else "the limit for an archive of unknown size")
+        raise DataFormatError(
+            f"{archive.url}: would extract to {human_bytes(total)} ({len(members)} members, the largest "
+            f"{largest.filename!r} {human_bytes(largest.file_size)}), more than the {human_bytes(archive.size_cap)} "
+            f"allowed ({known}); nothing was extracted")
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, archive: Archive, room: int) -> int:
+    """Write one member, counting its bytes: more than it declares, or than `room` is left of the archive's
+    cap, is refused; a damaged member is a DataFormatError naming it. Returns the bytes written."""
+    target = staging / info.filename
+    if info.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        with zf.open(info) as source, open(target, "wb") as out:
+            while block := source.read(_BLOCK):
+                written += len(block)
+                if written > info.file_size or written > room:
+                    raise DataFormatError(
+                        f"{archive.url}: member {info.filename!r} holds more than the "
+                        f"{human_bytes(min(info.file_size, room))} it declares or the archive's cap allows; "
+                        "nothing was cached")
+                out.write(block)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise DataFormatError(f"{archive.url}: member {info.filename!r} is damaged or unreadable ({exc}); "
+                              "nothing was cached") from None
+    return written
 
 
 def _write_checksums(folder: Path) -> None:

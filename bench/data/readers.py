@@ -10,6 +10,10 @@ an optional sign, checked with numpy's vectorised string functions, then convert
 64-bit range is an error naming it. A file is read in chunks of about `CHUNK_BYTES`, cut at record ends,
 and the columns named in `read_table(parse=...)` are converted chunk by chunk, so a 20M-row ratings file
 is held as numbers, never as 80M Python strings; what is left as text is concatenated at the end.
+
+Before a large file is read, the memory reading it needs (the bytes, plus the measured cost of each field
+the reader keeps: a Python string for text, 8 bytes for a number) is compared with what the machine has
+available, so a 30 GB file is refused by name instead of ending in a MemoryError.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +39,13 @@ CHUNK_BYTES = 1 << 24  # a file is counted and parsed about 16 MiB at a time
 _INT64_MAX = "9223372036854775807"  # digits of 2**63 - 1; the most negative int64 is -(2**63)
 _INT64_MIN_DIGITS = "9223372036854775808"
 _ASCII_COMPATIBLE = {"utf-8", "iso8859-1", "ascii", "cp1252"}  # an ASCII-only file decodes in all of them
+# Peak memory of read_table beyond the file's bytes, measured (ru_maxrss, pandas 3 without pyarrow, 20-230 MB
+# files): 29-45 bytes per text field kept (a Python string and its pointer; one-character strings are shared),
+# 8 per parsed number, whose chunk (CHUNK_BYTES) is held as strings while it is converted.
+TEXT_FIELD_BYTES = 40
+NUMBER_FIELD_BYTES = 8
+SIZE_CHECKED_FROM = 1 << 26  # files smaller than this (64 MiB) are read without estimating their memory
+_SAMPLE_BYTES = 1 << 20  # the head of a file sampled to count its fields per byte
 
 
 class DataFormatError(ValueError):
@@ -42,6 +54,85 @@ class DataFormatError(ValueError):
 
 class DataWarning(UserWarning):
     """A data file loads, but something about it suggests it is not the file it should be."""
+
+
+class TooLargeError(DataFormatError):
+    """A file (or a generated dataset) would need more memory than the machine has available."""
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'; sizes in messages."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().split()
+    except OSError:
+        return None
+    return int(text[0]) if text and text[0].isdigit() else None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the least of the machine's MemAvailable, the room left under
+    a cgroup memory limit (a container's) and under `ulimit -v`; None where none of them can be read."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not limits:
+        try:
+            limits.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:  # v1 says "no limit" with a huge number
+            limits.append(max(limit - usage, 0))
+            break
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return min(limits) if limits else None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        pages = _read_int("/proc/self/statm")  # the first field: this process's virtual size in pages
+        used = pages * os.sysconf("SC_PAGE_SIZE") if pages is not None else 0
+        limits.append(max(soft - used, 0))
+    return min(limits) if limits else None
+
+
+def check_memory(needed: int, subject: str, advice: str) -> None:
+    """Refuse work that would need more memory than is available (TooLargeError naming `subject`, both
+    figures and `advice`); nothing is refused where the available memory cannot be read."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise TooLargeError(f"{subject} would need about {human_bytes(needed)} of memory, but "
+                            f"{human_bytes(available)} is available; {advice}")
+
+
+def reading_memory(path: Path, size: int, sep: str, parse: Mapping[str, Any] | None) -> int:
+    """About how much memory read_table needs for a file of `size` bytes: the bytes themselves, and each field
+    (counted on the file's first MiB) as a string or, in a parsed column, a number plus its chunk's strings."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SAMPLE_BYTES)
+    lines = max(head.count(b"\n"), 1)
+    per_line = max(head.count(sep.encode("latin-1", "replace")) / lines + 1, 1)
+    fields = per_line * lines * size / max(len(head), 1)
+    parsed = min(len(parse or {}) / per_line, 1.0)
+    text = (1 - parsed) * fields * TEXT_FIELD_BYTES
+    numbers = parsed * fields * (NUMBER_FIELD_BYTES + TEXT_FIELD_BYTES * min(CHUNK_BYTES / size, 1))
+    return int(size + text + numbers)
 
 
 def shown(value: Any) -> str:
@@ -187,6 +278,24 @@ class Table:
         for column in columns:
             self.fail((self.frame[column].str.strip() == "").to_numpy(), f"column {column!r} is empty")
 
+    def warn_space_variants(self, column: str, what: str) -> None:
+        """Warn when ids differ only by surrounding spaces ('7' and ' 7'): they stay different ids, as
+        written, but are most likely one id typed twice. Vectorised over the distinct values."""
+        distinct = pd.Series(pd.unique(self.frame[column].to_numpy()), dtype=object)
+        stripped = distinct.str.strip()
+        clash = stripped.duplicated(keep=False).to_numpy()  # distinct values, so they differ by spaces alone
+        if not clash.any():
+            return
+        variants = distinct[clash & (stripped == stripped[clash].iloc[0]).to_numpy()].tolist()[:2]
+        values = self.frame[column].to_numpy()
+        lines = [int(self.lines[np.flatnonzero(values == v)[0]]) for v in variants]
+        n = int(stripped[clash].nunique())
+        others = f" ({n} such ids in all)" if n > 1 else ""
+        warnings.warn(f"{self.path}: column {column!r} has {what} that differ only by surrounding spaces, e.g. "
+                      f"{shown(variants[0])} (line {lines[0]}) and {shown(variants[1])} (line {lines[1]}){others}: "
+                      f"they are read as different {what}; remove the spaces if they are the same",
+                      DataWarning, stacklevel=3)
+
     def unique(self, column: str, values: np.ndarray | pd.Series | None = None) -> None:
         """No id listed twice (a duplicated user or item would silently double its rows in every join)."""
         values = self.frame[column] if values is None else pd.Series(values)
@@ -226,6 +335,10 @@ def read_table(path: str | Path, *, sep: str, names: Sequence[str] | None = None
                          f"names {list(names)}")
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    size = path.stat().st_size
+    if size >= SIZE_CHECKED_FROM:
+        check_memory(reading_memory(path, size, sep, parse), f"{path}: reading this {human_bytes(size)} file",
+                     "free memory, or use a smaller file or a machine with more memory")
     raw = path.read_bytes()
     start = 0
     if raw.startswith(codecs.BOM_UTF8) and codecs.lookup(encoding).name == "utf-8":
@@ -430,13 +543,28 @@ def _count_fields(path: Path, raw: bytes, sep: bytes, quotechar: str | None, lin
     return fields[~blank], lines[~blank]
 
 
-def take_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def take_options(dataset: str, options: Mapping[str, Any], defaults: Mapping[str, Any],
+                 text: Iterable[str] = ()) -> dict[str, Any]:
     """The plugin's options with defaults filled in; an unknown one names the dataset and what it takes.
 
-    A DataFormatError (a ValueError), so the command line reports it as one line, like any bad input.
+    text: the options that name files, columns or choices. The command line reads `interactions=2024` or
+    `user_col=0` as a number; such a value is turned back into its text ('2024', '0'; a boolean as
+    'true' / 'false'). A DataFormatError (a ValueError), so the command line reports it as one line.
     """
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise DataFormatError(f"dataset {dataset!r} got unknown option(s) {unknown}; it takes: "
                               f"data_dir, cache_dir, download, {', '.join(defaults)}")
-    return {**defaults, **options}
+    taken = {**defaults, **options}
+    for name in text:
+        taken[name] = as_text(taken[name])
+    return taken
+
+
+def as_text(value: Any) -> Any:
+    """A number or boolean given where text is meant, as the text that was typed; anything else unchanged."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return str(value.item() if isinstance(value, np.generic) else value)
+    return value

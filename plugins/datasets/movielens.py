@@ -4,7 +4,8 @@ Users: user_id, age, gender, occupation (zip code is not a feature); 20M and 25M
 so their user side is user_id alone. Items: item_id and the genres, either one multi-hot field
 (`genre_encoding="multihot"`, default) or one 0/1 field per genre (`"binary"`, as in the original
 notebook). Options `url` / `md5` point the download at a mirror (or, in tests, a local file:// archive);
-the archive must still match the MD5 given.
+the archive must still match the MD5 given, and may extract to at most a few times the official archive's
+size (`Archive.expanded`, about what it extracts to).
 
 20M and 25M (ratings.csv `userId,movieId,rating,timestamp`, ratings 0.5..5.0 in half stars; movies.csv
 `movieId,title,genres`, UTF-8, titles quoted when they hold a comma): their genre vocabulary is the union
@@ -103,7 +104,7 @@ class _MovieLens(DatasetPlugin):
     defaults: ClassVar[dict[str, Any]] = {"genre_encoding": "multihot", "url": None, "md5": None}
 
     def load(self) -> DatasetFrames:
-        opts = take_options(self.name, self.options, self.defaults)
+        opts = take_options(self.name, self.options, self.defaults, text=("genre_encoding", "url", "md5"))
         if opts["genre_encoding"] not in GENRE_ENCODINGS:
             raise DataFormatError(f"dataset {self.name!r}: option genre_encoding must be one of "
                                   f"{GENRE_ENCODINGS}, got {opts['genre_encoding']!r}")
@@ -118,7 +119,7 @@ class MovieLens100K(_MovieLens):
 
     name = "ml-100k"
     archive = Archive("ml-100k", "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-                      "0e33842e24a9c977be4e0107933c0723", "u.data")
+                      "0e33842e24a9c977be4e0107933c0723", "u.data", expanded=16_000_000)
 
     def read(self, folder: Path, genre_encoding: str):
         ratings, interactions = read_ratings(folder / "u.data", "\t")
@@ -149,7 +150,7 @@ class MovieLens1M(_MovieLens):
 
     name = "ml-1m"
     archive = Archive("ml-1m", "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-                      "c4d9eecfca2ab87c1945afe126590906", "ratings.dat")
+                      "c4d9eecfca2ab87c1945afe126590906", "ratings.dat", expanded=25_000_000)
 
     def read(self, folder: Path, genre_encoding: str):
         ratings, interactions = read_ratings(folder / "ratings.dat", "::")
@@ -256,7 +257,7 @@ class MovieLens20M(_MovieLensCsv):
 
     name = "ml-20m"
     archive = Archive("ml-20m", "https://files.grouplens.org/datasets/movielens/ml-20m.zip",
-                      "cd245b17a1ae2cc31bb14903e1204af3", "ratings.csv")
+                      "cd245b17a1ae2cc31bb14903e1204af3", "ratings.csv", expanded=876_000_000)
 
 
 class MovieLens25M(_MovieLensCsv):
@@ -264,4 +265,4 @@ class MovieLens25M(_MovieLensCsv):
 
     name = "ml-25m"
     archive = Archive("ml-25m", "https://files.grouplens.org/datasets/movielens/ml-25m.zip",
-                      "6b51fb2759a8657d3bfcbfc42b592ada", "ratings.csv")
+                      "6b51fb2759a8657d3bfcbfc42b592ada", "ratings.csv", expanded=1_157_000_000)

@@ -4,7 +4,8 @@ Why it is learnable: users get latent taste vectors built from their age bucket,
 (plus individual noise) and items get vectors from their genres (plus noise). Which items a user rates is
 drawn without replacement with weight popularity x exp(taste . item) (Zipf-like popularity), and the
 rating rises with the same affinity, so features and ids predict high ratings beyond popularity alone.
-Fully vectorised numpy (users processed in blocks), deterministic by seed.
+Fully vectorised numpy (users processed in blocks), deterministic by seed. Sizes whose generation would
+need more memory than the machine has available are refused before anything is drawn.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.base import DatasetPlugin
-from bench.data.readers import take_options
+from bench.data.readers import check_memory, take_options
 from bench.data.types import DatasetFrames
 from plugins.datasets.movielens import AGE_BINS, GENRE_ENCODINGS, ML100K_GENRES, genre_fields, ml100k_schema
 
@@ -36,6 +37,10 @@ AFFINITY_WEIGHT = 1.5  # how strongly taste (vs popularity) decides what a user 
 MIN_PER_USER = 20  # as in ML-100K, every user rates at least this many items (when the total allows)
 START, SPAN = 874_724_710, 214 * 86_400  # ML-100K's first timestamp and time span (seconds)
 BLOCK = 2_000_000  # scores computed per block of users: block rows x n_items floats
+# Peak memory of load() per user, item and interaction, measured (ru_maxrss) at 10^5-10^7 of each: the
+# taste vectors and frames, the genre keys and ranks, and the interaction arrays and their gathered tastes.
+BYTES_PER = {"n_users": 200, "n_items": 600, "n_interactions": 180}
+BLOCK_BYTES = 4 * 8 * BLOCK  # one block's affinity, keys, Gumbel noise and ranking
 
 
 class SyntheticDataset(DatasetPlugin):
@@ -46,11 +51,12 @@ class SyntheticDataset(DatasetPlugin):
                                           "genre_encoding": "multihot"}
 
     def load(self) -> DatasetFrames:
-        opts = take_options(self.name, self.options, self.defaults)
+        opts = take_options(self.name, self.options, self.defaults, text=("genre_encoding",))
         n_users, n_items, n = (_int_option(opts, k) for k in ("n_users", "n_items", "n_interactions"))
         if n > n_users * n_items:
             raise ValueError(f"dataset 'synthetic': n_interactions={n} exceeds n_users * n_items = "
                              f"{n_users * n_items} (each user rates an item at most once)")
+        _check_memory({"n_users": n_users, "n_items": n_items, "n_interactions": n})
         if opts["genre_encoding"] not in GENRE_ENCODINGS:
             raise ValueError(f"dataset 'synthetic': option genre_encoding must be one of {GENRE_ENCODINGS}, "
                              f"got {opts['genre_encoding']!r}")
@@ -71,6 +77,16 @@ def _int_option(opts: dict, key: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"dataset 'synthetic': option {key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _check_memory(sizes: dict[str, int]) -> None:
+    """Refuse sizes whose generation would not fit in the available memory, naming the option that needs
+    the most and the total, before anything is allocated."""
+    parts = {key: BYTES_PER[key] * value for key, value in sizes.items()}
+    largest = max(parts, key=parts.get)
+    others = " and ".join(f"{key}={value:,}" for key, value in sizes.items() if key != largest)
+    check_memory(sum(parts.values()) + BLOCK_BYTES, f"dataset 'synthetic': {largest}={sizes[largest]:,} with {others}",
+                 f"choose a smaller {largest} (about {BYTES_PER[largest]} bytes each)")
 
 
 def _users(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
