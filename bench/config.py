@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 import registry
@@ -95,25 +95,116 @@ def parse_value(text: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Option:
+    """One data, training or evaluation option, declared once: its help, kind and range or choices. The
+    dataclass field that holds it gives its name and default; the command line's flag (``--name``, or `flag`
+    where it is spelled otherwise), the checks on every value (from the command line, `--set`, a tuned-params
+    file, an Optuna trial or a stored run) and the stored record all follow from here."""
+
+    help: str
+    kind: type = object  # int, float, str, bool, dict (KEY=VALUE pairs) or tuple (a comma list of ints)
+    low: float | None = None
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    flag: str = ""  # the flag's name where it is not the field's ("sampler-opt" for sampler_options)
+    path: bool = False  # a folder on this machine
+    envvar: str | None = None
+    plugin: str | None = None  # the registry kind a value names (checked there: unknown names list the known)
+    check: Any = None  # a further check of the value, raising ValueError: (label, value) -> the value to keep
+
+    def flag_name(self, field_name: str) -> str:
+        return self.flag or field_name.replace("_", "-")
+
+    def validate(self, label: str, value: Any) -> Any:
+        """The value as kept, or a ValueError naming the option (`label`) and what was expected."""
+        if value is None and (self.path or self.envvar):
+            return value
+        if self.kind in (int, float):
+            value = check_number(label, value, low=self.low, high=self.high, high_open=self.high_open,
+                                 integer=self.kind is int)
+        elif self.kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{label}: expected true or false, got {value!r}")
+        elif self.kind is str and not isinstance(value, str):
+            raise ValueError(f"{label}: expected text, got {value!r}")
+        elif self.kind is dict and not isinstance(value, dict):
+            raise ValueError(f"{label}: expected KEY=VALUE options, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{label} {value!r}: expected one of {', '.join(self.choices)}")
+        if self.plugin is not None:
+            try:
+                registry.get(self.plugin, value)
+            except registry.UnknownPluginError as exc:
+                raise ValueError(f"{label}: {exc}") from None
+        return self.check(label, value) if self.check is not None else value
+
+
+def option(default: Any, help: str, **declared: Any) -> Any:
+    """A dataclass field holding an `Option` (its kind that of the default unless given)."""
+    declared.setdefault("kind", type(default) if default is not None else str)
+    spec = Option(help, **declared)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"option": spec})
+    return field(default=default, metadata={"option": spec})
+
+
+def options_of(cls: Any) -> list[tuple[str, Any, Option]]:
+    """(name, default, Option) of each declared option of a configuration class, in declaration order."""
+    out = []
+    for f in fields(cls):
+        if "option" in f.metadata:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            out.append((f.name, default, f.metadata["option"]))
+    return out
+
+
+def check_options(config: Any) -> None:
+    """Check every declared option of a (frozen) configuration, keeping each value as its Option gives it."""
+    for name, _, spec in options_of(type(config)):
+        value = spec.validate(f"--{spec.flag_name(name)}", getattr(config, name))
+        object.__setattr__(config, name, value)
+
+
+def _check_ks(label: str, value: Any) -> tuple[int, ...]:
+    try:
+        return check_ks(value)
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+
+
+def _positive(label: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{label}: expected a positive number, got {value!r}")
+    return value
+
+
+def _check_val_metric(label: str, value: str) -> str:
+    name, at, k = value.partition("@")
+    if not (value == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
+        raise ValueError(f"{label}: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "
+                         f"(e.g. NDCG@10), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the data comes from and how ratings become implicit positives."""
 
-    dataset: str = "ml-100k"
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # the dataset plugin's own options
-    threshold: float = THRESHOLD
-    min_interactions: int = MIN_INTERACTIONS
-    history: int = 0  # the user's last `history` earlier positives as a feature (0: none)
-    history_pooling: str = "mean"  # how they are pooled: mean, or recency-weighted
+    dataset: str = option("ml-100k", "dataset plugin (bench list dataset)", plugin="dataset")
+    data_dir: str | None = option(None, "local copy of the files (else BENCH_DATA_DIR, else the cache or a download)",
+                                  path=True)
+    cache_dir: str | None = option(None, "download cache [default ~/.cache/deepfm-bench]", path=True,
+                                   envvar="BENCH_CACHE_DIR")
+    options: dict[str, Any] = option({}, "the dataset plugin's own option, e.g. interactions=ratings.csv for "
+                                         "--dataset csv (repeatable)", flag="dataset-opt")
+    threshold: float = option(THRESHOLD, "rating >= threshold is a positive")
+    min_interactions: int = option(MIN_INTERACTIONS, "users with fewer positives go to train only", low=2)
+    history: int = option(0, "the user's last N earlier positives as a feature, for every model (0: none); a model "
+                             f"named NAME+history gets it alone (N, or {HISTORY} when N is 0)", low=0)
+    history_pooling: str = option("mean", "how the history's items are pooled", choices=HISTORY_POOLINGS)
 
     def __post_init__(self) -> None:
-        check_number("--threshold", self.threshold)
-        check_number("--min-interactions", self.min_interactions, low=2, integer=True)
-        check_number("--history", self.history, low=0, integer=True)
-        if self.history_pooling not in HISTORY_POOLINGS:
-            raise ValueError(f"--history-pooling {self.history_pooling!r}: expected one of "
-                             f"{', '.join(HISTORY_POOLINGS)}")
+        check_options(self)
 
     def key(self) -> str:
         """One string per distinct configuration (the prepared data's cache key)."""
@@ -137,44 +228,33 @@ class DataConfig:
 class TrainConfig:
     """How a trained model learns: BCE on each positive and its sampled negatives, Adam, early stopping."""
 
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    patience: int = 10  # epochs without a better val_metric before stopping (results/ml-100k-stability.md)
-    num_negatives: int = 4
-    sampler: str = "uniform"
-    sampler_options: dict[str, Any] = field(default_factory=dict)
-    val_metric: str = "NDCG@10"
-    smoothing: float = 0.0  # stop and choose on an exponential moving average of val_metric (0: the raw values)
-    average: int = 1  # restore the mean of the weights of the best epoch and the average - 1 epochs before it
-    schedule: str = "constant"  # learning rate: constant, or cosine-annealed over `epochs`
-    val_users: int = 0  # early stopping ranks a fixed subset of this many validation users (0: all of them)
-    optimizer: str = "adam"  # lazy_adam: Adam on the looked-up embedding rows only (large tables)
-    deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit, a little slower
-    seed: int = 0
+    epochs: int = option(30, "most epochs to train", low=1)
+    batch_size: int = option(256, "training rows per gradient step", low=1)
+    lr: float = option(1e-3, "Adam's learning rate", low=0, check=lambda label, v: _positive(label, v))
+    weight_decay: float = option(1e-5, "Adam's weight decay", low=0)
+    patience: int = option(10, "epochs without a better validation metric before stopping "
+                               "(results/ml-100k-stability.md)", low=1)
+    num_negatives: int = option(4, "training negatives per positive", low=1)
+    sampler: str = option("uniform", "negative sampler plugin (bench list sampler)", plugin="sampler")
+    sampler_options: dict[str, Any] = option({}, "sampler option, e.g. alpha=0.5 for popularity (repeatable)",
+                                             flag="sampler-opt")
+    val_metric: str = option("NDCG@10", "the validation metric early stopping follows (MRR, or HR, NDCG, Recall "
+                                        "or MAP at a cutoff)", check=_check_val_metric)
+    smoothing: float = option(0.0, "stop and choose on an exponential moving average of the validation metric "
+                                   "with this weight on the past (0: the raw values)", low=0, high=1, high_open=True)
+    average: int = option(1, "restore the mean of the weights of the best epoch and the N - 1 epochs before it",
+                          low=1)
+    schedule: str = option("constant", "learning rate schedule: constant, or cosine-annealed over the epochs",
+                           choices=SCHEDULES)
+    val_users: int = option(0, "early stopping ranks a fixed subset of this many validation users (0: all)", low=0)
+    optimizer: str = option("adam", "adam, or lazy_adam: Adam on the looked-up embedding rows only (large tables)",
+                            choices=OPTIMIZERS)
+    deterministic: bool = option(False, "torch's deterministic algorithms: a CUDA run repeats bit for bit (CPU "
+                                        "runs always do)")
+    seed: int = 0  # each run's own, from --seeds
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "num_negatives", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"--lr: expected a positive learning rate, got {self.lr!r}")
-        check_number("--weight-decay", self.weight_decay, low=0)
-        check_number("train.smoothing", self.smoothing, low=0, high=1, high_open=True)
-        check_number("train.average", self.average, low=1, integer=True)
-        check_number("train.val_users", self.val_users, low=0, integer=True)
-        if not isinstance(self.deterministic, bool):
-            raise ValueError(f"--deterministic: expected true or false, got {self.deterministic!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        name, at, k = str(self.val_metric).partition("@")
-        if not (self.val_metric == "MRR" or (name in CUTOFF_METRICS and at and k.isdigit() and int(k) >= 1)):
-            raise ValueError(f"train.val_metric: expected MRR or one of {', '.join(CUTOFF_METRICS)} with a cutoff "
-                             f"(e.g. NDCG@10), got {self.val_metric!r}")
+        check_options(self)
         make_sampler(self)  # an unknown sampler or sampler option fails here, before any work
 
     @property
@@ -201,21 +281,15 @@ def make_sampler(config: TrainConfig) -> Any:
 class EvalConfig:
     """How held-out items are ranked, for validation (early stopping, tuning) and test alike."""
 
-    protocol: str = "full"  # full: every item competes; sampled: the held-out item + eval_negatives
-    eval_negatives: int = 999
-    ks: tuple[int, ...] = (5, 10, 20)
-    ties: str = "expected"
+    protocol: str = option("full", "full: rank every item; sampled: the held-out item among --eval-negatives",
+                           choices=PROTOCOLS)
+    eval_negatives: int = option(999, "negatives per user, sampled protocol", low=1)
+    ks: tuple[int, ...] = option((5, 10, 20), "cutoffs of HR@K, NDCG@K, MAP@K", flag="k", kind=tuple,
+                                 check=_check_ks)
+    ties: str = option("expected", "how candidates tied with the held-out item are ranked", choices=TIE_POLICIES)
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"--protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-        if self.ties not in TIE_POLICIES:
-            raise ValueError(f"--ties {self.ties!r}: expected one of {', '.join(TIE_POLICIES)}")
-        check_number("--eval-negatives", self.eval_negatives, low=1, integer=True)
-        try:
-            object.__setattr__(self, "ks", check_ks(self.ks))
-        except ValueError as exc:
-            raise ValueError(f"--k: {exc}") from None
+        check_options(self)
 
 
 @dataclass(frozen=True)

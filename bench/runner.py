@@ -213,8 +213,7 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
                     on_epoch(epoch, row)
 
             result = train(built, data, train_cfg, evaluation, device, on_epoch=track, progress=progress)
-        test = evaluate(built, data, split="test", protocol=evaluation.protocol, ks=evaluation.ks,
-                        ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=seed, device=device)
+        test = evaluate(built, data, "test", evaluation, seed=seed, device=device)
         timings = {
             "wall_s": time.perf_counter() - start,
             "params": sum(p.numel() for p in built.parameters() if p.requires_grad),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.config import EvalConfig
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.features import FeatureSpec
 from bench.data.types import Csr, InteractionData, Pairs
@@ -89,7 +90,7 @@ def reciprocal_ranks(result: EvalResult) -> list[float]:
 def test_full_test_masks_train_and_validation_items():
     data = make_data()
     # train 100 > val 90 > two distractors 70 > test 60; padding row 1000
-    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test", ks=(1, 3))
+    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test", config=EvalConfig(ks=(1, 3)))
     # only the two distractors outrank the answer: the validation item and training items are masked
     assert reciprocal_ranks(result) == [1 / 3, 1 / 3, 1 / 3]
     assert result.per_user["HR@3"].tolist() == [1.0] * 3
@@ -107,7 +108,7 @@ def test_full_validation_masks_train_only_so_the_test_item_competes():
 
 def test_held_out_item_stays_a_candidate_even_when_also_in_train():
     data = make_data()
-    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test", ks=(1,))
+    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test", config=EvalConfig(ks=(1,)))
     user3 = list(result.users).index(3)
     assert result.per_user["MRR"][user3] == pytest.approx(1 / 3)  # item 12 was ranked, not masked away
     expected = np.mean([candidates_full(u, "test") for u in TEST])
@@ -117,13 +118,14 @@ def test_held_out_item_stays_a_candidate_even_when_also_in_train():
 
 def test_constant_model_hr_is_k_over_each_users_candidates():
     data = make_data()
-    result = evaluate(TableModel(data.spec, torch.zeros(N_USERS, N_ITEMS)), data, split="test", ks=(5, 10))
+    result = evaluate(TableModel(data.spec, torch.zeros(N_USERS, N_ITEMS)), data, split="test",
+                      config=EvalConfig(ks=(5, 10)))
     for pos, user in enumerate(result.users):
         n = candidates_full(int(user), "test")
         assert result.per_user["HR@10"][pos] == pytest.approx(10 / n)
         assert result.per_user["HR@5"][pos] == pytest.approx(5 / n)
     pessimistic = evaluate(TableModel(data.spec, torch.zeros(N_USERS, N_ITEMS)), data, split="test",
-                           ks=(10,), ties="pessimistic")
+                           config=EvalConfig(ks=(10,), ties="pessimistic"))
     assert pessimistic.metrics["HR@10"] == 0.0
 
 
@@ -131,9 +133,11 @@ def test_chunking_does_not_change_results():
     data = make_data()
     scores = torch.randint(0, 4, (N_USERS, N_ITEMS), generator=torch.Generator().manual_seed(0)).float()
     for protocol in ("full", "sampled"):
-        one = evaluate(TableModel(data.spec, scores), data, split="test", protocol=protocol, num_negatives=7,
+        one = evaluate(TableModel(data.spec, scores), data, split="test",
+                       config=EvalConfig(protocol=protocol, eval_negatives=7),
                        batch_users=1)
-        auto = evaluate(TableModel(data.spec, scores), data, split="test", protocol=protocol, num_negatives=7)
+        auto = evaluate(TableModel(data.spec, scores), data, split="test",
+                        config=EvalConfig(protocol=protocol, eval_negatives=7))
         for name in auto.per_user:
             np.testing.assert_array_equal(one.per_user[name], auto.per_user[name])
     model = TableModel(data.spec, scores)
@@ -180,7 +184,7 @@ def test_model_scores_in_eval_and_inference_mode_and_mode_is_restored():
     model = TableModel(data.spec, table(100, 90, 60))
     model.train()
     evaluate(model, data, split="val")
-    evaluate(model, data, split="val", protocol="sampled", num_negatives=3)
+    evaluate(model, data, split="val", config=EvalConfig(protocol="sampled", eval_negatives=3))
     assert model.training
     assert all(not c["training"] and c["inference"] for c in model.calls)
     model.eval()
@@ -193,7 +197,7 @@ def test_sampled_protocol_ranks_against_unseen_negatives():
     n = 6
     scores = torch.arange(N_ITEMS, dtype=torch.float32).repeat(N_USERS, 1)  # score = item row
     model = TableModel(data.spec, scores)
-    result = evaluate(model, data, split="test", protocol="sampled", num_negatives=n, seed=5)
+    result = evaluate(model, data, split="test", config=EvalConfig(protocol="sampled", eval_negatives=n), seed=5)
     assert result.n_candidates == n + 1
     assert result.num_negatives == n
     users = torch.cat([c["users"] for c in model.calls]).view(len(TEST), n + 1)
@@ -211,18 +215,19 @@ def test_sampled_protocol_ranks_against_unseen_negatives():
 def test_sampled_protocol_is_deterministic_by_seed_and_fair_to_ties():
     data = make_data()
     model = TableModel(data.spec, torch.rand(N_USERS, N_ITEMS, generator=torch.Generator().manual_seed(0)))
-    a = evaluate(model, data, split="val", protocol="sampled", num_negatives=10, seed=1)
-    b = evaluate(model, data, split="val", protocol="sampled", num_negatives=10, seed=1)
+    a = evaluate(model, data, split="val", config=EvalConfig(protocol="sampled", eval_negatives=10), seed=1)
+    b = evaluate(model, data, split="val", config=EvalConfig(protocol="sampled", eval_negatives=10), seed=1)
     assert a.metrics == b.metrics
     constant = evaluate(TableModel(data.spec, torch.ones(N_USERS, N_ITEMS)), data, split="val",
-                        protocol="sampled", num_negatives=10, ks=(1, 5))
+                        config=EvalConfig(protocol="sampled", eval_negatives=10, ks=(1, 5)))
     assert constant.metrics["HR@1"] == pytest.approx(1 / 11)
     assert constant.metrics["HR@5"] == pytest.approx(5 / 11)
 
 
 def test_eval_result_fields():
     data = make_data()
-    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test", ks=(10, 5), ties="optimistic")
+    result = evaluate(TableModel(data.spec, table(100, 90, 60)), data, split="test",
+                      config=EvalConfig(ks=(10, 5), ties="optimistic"))
     assert isinstance(result, EvalResult)
     assert list(result.metrics) == metric_names((5, 10)) == list(result.per_user)
     assert all(isinstance(v, float) for v in result.metrics.values())
@@ -237,9 +242,9 @@ def test_eval_result_fields():
     ("kwargs", "message"),
     [
         ({"split": "train"}, "split='train'; expected one of val, test"),
-        ({"protocol": "loo"}, "protocol='loo'; expected one of full, sampled"),
-        ({"ties": "random"}, "ties='random'; expected one of expected, pessimistic, optimistic"),
-        ({"protocol": "sampled", "num_negatives": 0}, "num_negatives"),
+        ({"config": {"protocol": "loo"}}, "--protocol 'loo': expected one of full, sampled"),
+        ({"config": {"ties": "random"}}, "--ties 'random': expected one of expected, pessimistic, optimistic"),
+        ({"config": {"protocol": "sampled", "eval_negatives": 0}}, "--eval-negatives"),
         ({"batch_users": 0}, "batch_users"),
         ({"device": "meta"}, "model is on cpu"),
     ],
@@ -247,6 +252,8 @@ def test_eval_result_fields():
 def test_bad_options_are_clear_errors(kwargs, message):
     data = make_data()
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        if "config" in kwargs:
+            kwargs = {**kwargs, "config": EvalConfig(**kwargs["config"])}
         evaluate(TableModel(data.spec, table(100, 90, 60)), data, **kwargs)
 
 

@@ -140,7 +140,7 @@ def test_training_with_lazy_adam_lowers_the_loss_and_anneals_both_optimizers(sma
 
 
 def test_an_unknown_optimizer_or_a_model_without_tables_is_refused():
-    with pytest.raises(ValueError, match="train.optimizer: expected one of adam, lazy_adam"):
+    with pytest.raises(ValueError, match="--optimizer .*: expected one of adam, lazy_adam"):
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="has no FeatureEmbedding tables"):
         make_optimizers(torch.nn.Linear(3, 1), TrainConfig(optimizer="lazy_adam"))

@@ -304,8 +304,8 @@ def test_full_ranking_chunks_respect_a_wide_layers_footprint():
     assert not wide.cin.layer.polynomial
     assert wide.floats_per_pair() >= 64 * len(data.spec) * 8  # split_half: 64 maps x F fields x D
     n_items = 100
-    assert _chunk_users(wide, data, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS
-    assert _chunk_users(wide, data, n_items) < _chunk_users(narrow, data, n_items)
+    assert _chunk_users(wide, n_items) * n_items * wide.floats_per_pair() <= CHUNK_FLOATS
+    assert _chunk_users(wide, n_items) < _chunk_users(narrow, n_items)
 
 
 def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows():
@@ -316,7 +316,7 @@ def test_a_polynomial_cin_ranks_all_pairs_in_larger_chunks_than_it_scores_rows()
     model = registry.create("model", "xdeepfm", spec=data.spec, embed_dim=8)
     assert model.cin.layer.polynomial
     assert model.floats_per_pair() < model.floats_per_row() == model.cin.layer.floats_per_row()
-    assert _chunk_users(model, data, 100, full=True) > _chunk_users(model, data, 100, full=False)
+    assert _chunk_users(model, 100, full=True) > _chunk_users(model, 100, full=False)
 
 
 def test_composed_models_rank_all_pairs_through_a_layers_forward_pairs():
@@ -393,7 +393,7 @@ def test_an_item_scorer_serves_many_user_sets_and_notices_new_weights(small_data
     """One scorer, two user sets: each equals `forward` on the formed pairs; after an in-place weight update
     the kept item projection is not reused."""
     from bench.config import ModelConfig
-    from bench.nn.model import RankingModel
+    from bench.nn.model import score_every_pair
     from bench.runner import build_model
 
     torch.manual_seed(0)
@@ -402,10 +402,10 @@ def test_an_item_scorer_serves_many_user_sets_and_notices_new_weights(small_data
     with torch.no_grad():
         scorer = model.item_scorer(item_x)
         for users in (user_x[1:4], user_x[4:9]):
-            torch.testing.assert_close(scorer(users), RankingModel.score_all(model, users, item_x))
+            torch.testing.assert_close(scorer(users), score_every_pair(model, users, item_x))
         first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
         first.weight.mul_(2.0)  # the MLP's first layer: its item part must be recomputed
-        torch.testing.assert_close(scorer(user_x[1:4]), RankingModel.score_all(model, user_x[1:4], item_x))
+        torch.testing.assert_close(scorer(user_x[1:4]), score_every_pair(model, user_x[1:4], item_x))
 
 
 def test_a_plugin_overriding_only_score_all_is_ranked_by_it(small_data):

@@ -143,7 +143,7 @@ def test_a_history_window_longer_than_any_past_is_cut_to_the_longest_with_a_warn
     with pytest.warns(UserWarning) as caught:  # a window that fits is taken as asked, without a word
         prepare(frames, history=8)
         import warnings
-        warnings.warn("sentinel", UserWarning)
+        warnings.warn("sentinel", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["sentinel"]
 
 

@@ -154,12 +154,13 @@ def test_sampler_options_reach_the_sampler_and_are_recorded(tmp_path):
     ("--sampler-opt", "nope=1", "--sampler-opt: uniform sampler: unknown options ['nope']; known: exclude_held_out"),
     ("--sampler-opt", "exclude_held_out=maybe", "exclude_held_out must be true or false"),
     ("--sampler", "nope", "unknown sampler 'nope'. Known samplers: popularity, uniform"),
-    ("--epochs", "0", "--epochs: expected a positive integer"),
-    ("--batch-size", "0", "--batch-size: expected a positive integer"),
-    ("--lr", "-1", "--lr: expected a positive learning rate"),
+    ("--epochs", "0", "--epochs: expected an integer >= 1"),
+    ("--batch-size", "0", "--batch-size: expected an integer >= 1"),
+    ("--lr", "-1", "--lr: expected a number >= 0"),
+    ("--lr", "0", "--lr: expected a positive number"),
     ("--k", "0,10", "--k: "),
-    ("--set", "train.val_metric=AUC", "train.val_metric: expected MRR or one of"),
-    ("--set", "fm.lr=-1", "--lr: expected a positive learning rate"),
+    ("--set", "train.val_metric=AUC", "--val-metric: expected MRR or one of"),
+    ("--set", "fm.lr=-1", "--lr: expected a number >= 0"),
 ])
 def test_bad_training_options_fail_before_any_work(tmp_path, option, value, message):
     res = CliRunner().invoke(main, ["run", "--models", "fm", *SYNTH, option, value, "--results-dir", str(tmp_path)])

@@ -19,7 +19,7 @@ def scripted_evaluate(values):
     """An evaluate() that returns the given val NDCG@10 per call, so the best epoch is known."""
     calls = iter(values)
 
-    def fake(model, data, **kw):
+    def fake(model, data, *args, **kw):
         v = next(calls)
         return EvalResult(metrics={"NDCG@10": v, "HR@10": v}, per_user={}, users=None, n_candidates=0.0,
                           protocol="full", ties="expected", num_negatives=None, split="val", seconds=0.0,
@@ -113,7 +113,7 @@ def test_adam_falls_back_to_the_default_kernel_where_fused_is_missing(small_data
 
 @pytest.mark.parametrize("metric", ["NDCG", "NDCG@", "NDCG@0", "ndcg@10", "AUC@10", "MRR@10"])
 def test_a_bad_validation_metric_is_refused_before_training(metric):
-    with pytest.raises(ValueError, match="train.val_metric: expected MRR or one of HR, NDCG, Recall, MAP"):
+    with pytest.raises(ValueError, match="--val-metric: expected MRR or one of HR, NDCG, Recall, MAP"):
         TrainConfig(val_metric=metric)
 
 
@@ -169,7 +169,7 @@ def test_a_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_epochs(sma
     monkeypatch.setattr(trainer_mod, "make_adam", spy)
     train(model, small_data, TrainConfig(epochs=4, patience=10, schedule="cosine", lr=1e-2), EvalConfig(), CPU)
     assert rates[0].param_groups[0]["lr"] < 1e-12  # cos(pi) after all 4 epochs
-    with pytest.raises(ValueError, match="train.schedule"):
+    with pytest.raises(ValueError, match="--schedule"):
         TrainConfig(schedule="step")
 
 

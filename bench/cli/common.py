@@ -12,17 +12,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 import registry
-from bench.config import (
-    HISTORY,
-    HISTORY_POOLINGS,
-    PROTOCOLS,
-    DataConfig,
-    EvalConfig,
-    TrainConfig,
-    comma_list,
-    parse_value,
-)
-from bench.eval.metrics import TIE_POLICIES
+from bench.config import DataConfig, EvalConfig, TrainConfig, comma_list, options_of, parse_value
 from bench.text import printable
 
 RESULTS_DIR = "results"
@@ -80,58 +70,54 @@ def _options(options: list[Callable], f: Callable) -> Callable:
     return functools.reduce(lambda acc, opt: opt(acc), reversed(options), f)
 
 
+def declared_options(config_class: Any) -> list[Callable]:
+    """A click option for every option the configuration class declares (`bench.config.option`): the flag,
+    its default, help and type all come from the one declaration; the values are checked by the class."""
+    made = []
+    for name, default, spec in options_of(config_class):
+        flag = f"--{spec.flag_name(name)}"
+        if spec.kind is dict:
+            made.append(click.option(flag, name, multiple=True, callback=key_values, metavar="KEY=VALUE",
+                                     help=spec.help))
+        elif spec.kind is tuple:
+            made.append(click.option(flag, name, default=",".join(map(str, default)), show_default=True,
+                                     callback=comma_option(int), help=spec.help))
+        elif spec.kind is bool:
+            made.append(click.option(flag, name, is_flag=True, default=default, help=spec.help))
+        else:
+            kind = (click.Choice(spec.choices) if spec.choices else click.Path(file_okay=False) if spec.path
+                    else {int: click.INT, float: click.FLOAT}.get(spec.kind, click.STRING))
+            made.append(click.option(flag, name, type=kind, default=default, show_default=default is not None,
+                                     envvar=spec.envvar, help=spec.help))
+    return made
+
+
+def from_options(config_class: Any, kw: dict[str, Any], **extra: Any) -> Any:
+    """The configuration built from its declared options' values (popped from `kw`), checked."""
+    values = {name: kw.pop(name) for name, _, _ in options_of(config_class)}
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in {**values, **extra}.items()}
+    return guard(lambda: config_class(**values))
+
+
 def data_options(f: Callable) -> Callable:
-    """Where the data comes from and how it becomes implicit feedback (`DataConfig`)."""
+    """Where the data comes from and how it becomes implicit feedback (`DataConfig`), and MovieLens's genres."""
     return _options([
-        click.option("--dataset", default=DataConfig.dataset, show_default=True,
-                     help="dataset plugin (bench list dataset)"),
-        click.option("--data-dir", type=click.Path(file_okay=False),
-                     help="local copy of the files (else BENCH_DATA_DIR, else the cache or a download)"),
-        click.option("--cache-dir", envvar="BENCH_CACHE_DIR", type=click.Path(file_okay=False),
-                     help="download cache [env BENCH_CACHE_DIR, default ~/.cache/deepfm-bench]"),
+        *declared_options(DataConfig),
         click.option("--genre-encoding", type=click.Choice(["multihot", "binary"]), default=None,
-                     help="MovieLens genres: one multi-hot field (default) or one 0/1 field per genre"),
-        click.option("--dataset-opt", "dataset_opts", multiple=True, callback=key_values, metavar="KEY=VALUE",
-                     help="extra dataset option, e.g. interactions=ratings.csv for --dataset csv"),
-        click.option("--threshold", default=DataConfig.threshold, show_default=True,
-                     help="rating >= threshold is a positive"),
-        click.option("--min-interactions", default=DataConfig.min_interactions, show_default=True,
-                     help="users with fewer positives go to train only"),
-        click.option("--history", default=DataConfig.history, show_default=True, type=click.IntRange(min=0),
-                     help=f"the user's last N earlier positives as a feature, for every model (0: none); "
-                          f"a model named NAME+history gets it alone (N, or {HISTORY} when N is 0)"),
-        click.option("--history-pooling", type=click.Choice(HISTORY_POOLINGS), default=DataConfig.history_pooling,
-                     show_default=True, help="how the history's items are pooled"),
+                     help="MovieLens genres: one multi-hot field (default) or one 0/1 field per genre "
+                          "(--dataset-opt genre_encoding=...)"),
     ], f)
 
 
 def train_options(f: Callable) -> Callable:
-    """Training (`TrainConfig`) and evaluation (`EvalConfig`) knobs, the device and the results folder."""
+    """Training (`TrainConfig`) and evaluation (`EvalConfig`) options, the embedding dim, the device, threads and
+    the results folder."""
     return _options([
-        click.option("--epochs", default=TrainConfig.epochs, show_default=True),
-        click.option("--batch-size", default=TrainConfig.batch_size, show_default=True),
-        click.option("--lr", default=TrainConfig.lr, show_default=True),
-        click.option("--weight-decay", default=TrainConfig.weight_decay, show_default=True),
-        click.option("--patience", default=TrainConfig.patience, show_default=True,
-                     help="epochs without a better validation metric before stopping"),
-        click.option("--num-negatives", default=TrainConfig.num_negatives, show_default=True,
-                     help="training negatives per positive"),
-        click.option("--sampler", default=TrainConfig.sampler, show_default=True, help="negative sampler plugin"),
-        click.option("--sampler-opt", "sampler_opts", multiple=True, callback=key_values, metavar="KEY=VALUE",
-                     help="sampler option, e.g. alpha=0.5 for popularity (repeatable)"),
+        *declared_options(TrainConfig),
+        *declared_options(EvalConfig),
         click.option("--embed-dim", "--fm-dim", "embed_dim", default=16, show_default=True,
                      type=click.IntRange(min=1), help="embedding dim shared by every term of a model"),
-        click.option("--protocol", type=click.Choice(PROTOCOLS), default=EvalConfig.protocol, show_default=True,
-                     help="full: rank every item; sampled: the held-out item among --eval-negatives"),
-        click.option("--eval-negatives", default=EvalConfig.eval_negatives, show_default=True,
-                     help="negatives per user, sampled protocol"),
-        click.option("--k", "ks", default=",".join(map(str, EvalConfig.ks)), show_default=True,
-                     callback=comma_option(int), help="cutoffs of HR@K, NDCG@K, MAP@K"),
-        click.option("--ties", type=click.Choice(TIE_POLICIES), default=EvalConfig.ties, show_default=True,
-                     help="how candidates tied with the held-out item are ranked"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps"),
-        click.option("--deterministic", is_flag=True, default=TrainConfig.deterministic,
-                     help="torch's deterministic algorithms: a CUDA run repeats bit for bit (CPU runs always do)"),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads (default: torch's)"),
         click.option("--results-dir", default=RESULTS_DIR, show_default=True, type=click.Path(file_okay=False)),
@@ -142,27 +128,17 @@ def train_options(f: Callable) -> Callable:
 
 def data_config(kw: dict[str, Any]) -> DataConfig:
     """The data configuration from the data options (popped from `kw`), checked."""
-    options = dict(kw.pop("dataset_opts"))
     genre = kw.pop("genre_encoding")
+    options = dict(kw["options"])
     if genre:
         options["genre_encoding"] = genre
-    return guard(lambda: DataConfig(dataset=kw.pop("dataset"), data_dir=kw.pop("data_dir"),
-                                    cache_dir=kw.pop("cache_dir"), options=options, threshold=kw.pop("threshold"),
-                                    min_interactions=kw.pop("min_interactions"), history=kw.pop("history"),
-                                    history_pooling=kw.pop("history_pooling")))
+    kw["options"] = options
+    return from_options(DataConfig, kw)
 
 
 def experiment_parts(kw: dict[str, Any]) -> tuple[DataConfig, TrainConfig, EvalConfig]:
     """The data, training and evaluation configurations from the options (popped from `kw`), each checked."""
-    data = data_config(kw)
-    return data, *guard(lambda: (
-        TrainConfig(epochs=kw.pop("epochs"), batch_size=kw.pop("batch_size"), lr=kw.pop("lr"),
-                    weight_decay=kw.pop("weight_decay"), patience=kw.pop("patience"),
-                    num_negatives=kw.pop("num_negatives"), sampler=kw.pop("sampler"),
-                    sampler_options=dict(kw.pop("sampler_opts")), deterministic=kw.pop("deterministic")),
-        EvalConfig(protocol=kw.pop("protocol"), eval_negatives=kw.pop("eval_negatives"), ks=kw.pop("ks"),
-                   ties=kw.pop("ties")),
-    ))
+    return data_config(kw), from_options(TrainConfig, kw), from_options(EvalConfig, kw)
 
 
 def progress_mode(flag: bool | None) -> tuple[bool, bool]:

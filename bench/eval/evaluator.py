@@ -7,36 +7,34 @@ full     every pool item (rows 1..n_items-1) competes, except what the user has 
 sampled  the held-out item against `num_negatives` items the user never interacted with, drawn with a
          fixed seed (the NCF protocol: cheaper, but optimistic and not comparable with `full`).
 
-Scores come from `model.score_all` (full; through `model.item_scorer` where the model has one, so the item
-side is computed once for all user chunks) or `model(user_x, item_x)` (sampled), on each evaluated user's
-state (the user's features and, with history, what they liked before the held-out item), or from
-`model.score(states, items)` for a fitted model, in user chunks sized
-so one chunk's pair embeddings stay around 16 MB (and in item blocks where one user's row alone would pass
-that); rank counts come from `bench.eval.metrics.rank_counts`
-and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is one explicit policy.
+What the evaluator asks of a model is its declared contract (`bench.nn.model`): a trained model's
+`item_scorer` (full: made once per block of items, so the item side is computed once for all user chunks)
+or `forward` (sampled), on each evaluated user's state (the user's features and, with history, what they
+liked before the held-out item); a fitted model's `score(states, items)`. Users are taken in chunks sized
+by the model's declared `floats_per_pair` / `floats_per_row` so one chunk's buffers stay around
+CHUNK_FLOATS (and items in blocks where one user's row alone would pass that); rank counts come from
+`bench.eval.metrics.rank_counts` and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is
+one explicit policy.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bench.config import EvalConfig
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.types import InteractionData, Pairs, UserRows
 from bench.device import flush_denormal
-from bench.eval.metrics import DEFAULT_KS, TIE_POLICIES, check_ks, rank_counts, ranking_metrics
+from bench.eval.metrics import rank_counts, ranking_metrics
 from bench.nn.model import RankingModel
 
-PROTOCOLS = ("full", "sampled")
 SPLITS = ("val", "test")
-# float32 values per chunk (~16 MB). Full ranking of ML-100K's validation users, 2 threads, median of 7
-# in a fresh process: DeepFM 0.46 s, NeuMF 0.32 s, xDeepFM 0.55 s, against 0.68, 0.74 and 0.77 s with
-# 64 MB chunks and 0.73, 0.62 and 0.86 s with 8 MB ones
-CHUNK_FLOATS = 4 * 2**20
+CHUNK_FLOATS = 4 * 2**20  # float32 values per chunk (~16 MB; docs/performance.md says how it was chosen)
 
 
 @dataclass
@@ -53,23 +51,19 @@ class EvalResult:
     users_per_s: float
 
 
-def evaluate(model: RankingModel, data: InteractionData, split: str = "val", protocol: str = "full",
-             ks: Sequence[int] = DEFAULT_KS, ties: str = "expected", num_negatives: int = 999, seed: int = 0,
-             device: str | torch.device = "cpu", batch_users: int | None = None,
+def evaluate(model: RankingModel, data: InteractionData, split: str = "val", config: EvalConfig | None = None, *,
+             seed: int = 0, device: str | torch.device = "cpu", batch_users: int | None = None,
              max_users: int | None = None) -> EvalResult:
-    """Rank every `split` user's held-out item; see the module docstring for the protocols.
+    """Rank every `split` user's held-out item under `config` (protocol, negatives, cutoffs, tie policy; the
+    defaults of EvalConfig when None); see the module docstring for the protocols.
 
     `max_users`: rank only a fixed subset of that many users, the same for every call (chosen by a hash of
     the rows, not by `seed`), to bound what early stopping costs at scale; never for test."""
-    _check_choice("split", split, SPLITS)
-    _check_choice("protocol", protocol, PROTOCOLS)
-    _check_choice("ties", ties, TIE_POLICIES)
-    ks = check_ks(ks)
+    config = config or EvalConfig()
+    if split not in SPLITS:
+        raise ValueError(f"evaluate: split={split!r}; expected one of {', '.join(SPLITS)}")
     if batch_users is not None and batch_users < 1:
         raise ValueError(f"batch_users must be >= 1 (or None for automatic), got {batch_users}")
-    if protocol == "sampled" and (isinstance(num_negatives, bool)
-                                  or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1):
-        raise ValueError(f"num_negatives must be a positive int for the sampled protocol, got {num_negatives!r}")
     users, items, states = _held_out(data, split)
     if max_users is not None and max_users < len(users):
         if split == "test":
@@ -85,24 +79,24 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", pro
     model.eval()
     try:
         with torch.inference_mode():
-            if protocol == "full":
+            if config.protocol == "full":
                 greater, tied, n_candidates = _rank_full(model, data, users, items, states, split, device,
                                                          batch_users)
             else:
-                greater, tied, n_candidates = _rank_sampled(model, data, users, items, states, num_negatives, seed,
-                                                            device, batch_users)
+                greater, tied, n_candidates = _rank_sampled(model, data, users, items, states,
+                                                            config.eval_negatives, seed, device, batch_users)
     finally:
         model.train(was_training)
-    per_user = ranking_metrics(greater, tied, ks, ties)
+    per_user = ranking_metrics(greater, tied, config.ks, config.ties)
     seconds = time.perf_counter() - start
     return EvalResult(
         metrics={name: float(values.mean()) for name, values in per_user.items()},
         per_user=per_user,
         users=users,
         n_candidates=n_candidates,
-        protocol=protocol,
-        ties=ties,
-        num_negatives=int(num_negatives) if protocol == "sampled" else None,
+        protocol=config.protocol,
+        ties=config.ties,
+        num_negatives=config.eval_negatives if config.protocol == "sampled" else None,
         split=split,
         seconds=seconds,
         users_per_s=len(users) / seconds if seconds > 0 else float("inf"),
@@ -117,14 +111,9 @@ def _hash_rows(rows: np.ndarray) -> np.ndarray:
     return _splitmix64(np.asarray(rows, dtype=np.uint64))
 
 
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"evaluate: {option}={value!r}; expected one of {', '.join(choices)}")
-
-
 def _held_out(data: InteractionData, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The split's (user rows, held-out item rows, user-state rows), checked against the feature matrices."""
-    pairs: Pairs = getattr(data, split)
+    pairs: Pairs = data.val if split == "val" else data.test
     users, items = np.asarray(pairs.users, np.int64), np.asarray(pairs.items, np.int64)
     states = np.asarray(pairs.states, np.int64)
     if len(users) == 0:
@@ -149,47 +138,24 @@ def _check_model_device(model: RankingModel, device: torch.device) -> None:
                          f"or pass device={str(here)!r}")
 
 
-def _floats_per_pair(model: RankingModel, data: InteractionData, full: bool = True) -> int:
-    """Peak floats one scored pair needs: a model may declare `floats_per_pair()`, for `score_all` (full
-    ranking), and `floats_per_row()`, for `forward` (sampled); a CIN's outer products need far more than
-    the F * D of the embeddings, which is assumed otherwise."""
-    dim = getattr(getattr(model, "embedding", None), "embed_dim", 16)
-    declared = getattr(model, "floats_per_pair" if full else "floats_per_row", None)
-    if not callable(declared):  # a model declaring only floats_per_pair: the bound for rows too
-        declared = getattr(model, "floats_per_pair", None)
-    per_pair = declared() if callable(declared) else max(len(data.spec), 1) * dim
-    return max(int(per_pair), 1)
-
-
-def _chunk_users(model: RankingModel, data: InteractionData, items_per_user: int, full: bool = True) -> int:
-    """Users per chunk so chunk * items * (floats one pair needs) stays near CHUNK_FLOATS (at least one)."""
-    return max(1, CHUNK_FLOATS // (items_per_user * _floats_per_pair(model, data, full)))
+def _chunk_users(model: RankingModel, items_per_user: int, full: bool = True) -> int:
+    """Users per chunk so chunk * items * (floats one pair needs, as the model declares) stays near
+    CHUNK_FLOATS (at least one)."""
+    per_pair = model.floats_per_pair() if full else model.floats_per_row()
+    return max(1, CHUNK_FLOATS // (items_per_user * per_pair))
 
 
 def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:
     """Items scored per call for `users` users at a time: all of them, unless one chunk's pairs would pass
     CHUNK_FLOATS (a large catalogue, a wide model), so the per-pair buffers stay bounded."""
-    return min(data.n_items, max(1, CHUNK_FLOATS // (users * _floats_per_pair(model, data))))
-
-
-def _uses_item_scorer(model: RankingModel) -> bool:
-    """Whether the model's `item_scorer` speaks for its `score_all`: defined by the same class or a subclass
-    of the one defining `score_all` (a plugin overriding only `score_all` is ranked by its `score_all`)."""
-    if not callable(getattr(model, "item_scorer", None)):
-        return False
-    mro = type(model).__mro__
-    owner = {name: next(k for k in mro if name in vars(k)) for name in ("score_all", "item_scorer")}
-    return issubclass(owner["item_scorer"], owner["score_all"])
+    return min(data.n_items, max(1, CHUNK_FLOATS // (users * model.floats_per_pair())))
 
 
 def _item_scorers(model: RankingModel, data: InteractionData, item_x: torch.Tensor,
                   block: int) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """One function per block of items, user feature rows -> (U, block) scores: the model's `item_scorer`
-    where it has one (the item side computed once for all user chunks), else `score_all` on the block."""
-    blocks = [item_x[lo:lo + block] for lo in range(0, data.n_items, block)]
-    if _uses_item_scorer(model):
-        return [model.item_scorer(items) for items in blocks]
-    return [lambda user_x, items=items: model.score_all(user_x, items) for items in blocks]
+    """The model's `item_scorer` for each block of items: user feature rows -> (U, block) scores, the item
+    side computed once for all user chunks."""
+    return [model.item_scorer(item_x[lo:lo + block]) for lo in range(0, data.n_items, block)]
 
 
 def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, states: np.ndarray,
@@ -215,7 +181,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
             raise ValueError(f"evaluate: interaction CSR has {csr.n_items} item columns but the item feature "
                              f"matrix has {data.n_items} rows")
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
-    chunk = batch_users or _chunk_users(model, data, data.n_items)
+    chunk = batch_users or _chunk_users(model, data.n_items)
     scorers = _item_scorers(model, data, item_x, _item_block(model, data, chunk)) if model.trainable else None
     greater, tied, counts = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(3))
     for start in range(0, len(users), chunk):
@@ -252,7 +218,7 @@ def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray,
     candidates = candidates.to(device)
     state_rows = torch.from_numpy(states).to(device)
     user_rows, item_x_all = data.user_rows(device), data.item_features.to(device)
-    chunk = batch_users or _chunk_users(model, data, width, full=False)
+    chunk = batch_users or _chunk_users(model, width, full=False)
     greater, tied = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(2))
     for start in range(0, len(users), chunk):
         block = candidates[start:start + chunk]

@@ -68,7 +68,7 @@ def create_interaction(model: str, name: str, num_fields: int, dim: int, options
 def interaction_term(name: str, spec: FeatureSpec, embed_dim: int, model: str = "", **options: Any) -> Term:
     """A logit term from the interaction plugin `name` over the spec's fields: how the built-in models get
     their FM, CIN and attention layers (through the registry, like any plugin)."""
-    return Term(create_interaction(model or name, name, len(spec), embed_dim, options), name)
+    return Term(create_interaction(model or name, name, len(spec), embed_dim, options), name, len(spec), embed_dim)
 
 
 class ComposedModel(EmbeddingModel):

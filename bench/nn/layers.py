@@ -96,17 +96,22 @@ class MLP(nn.Module):
 class Term(nn.Module):
     """One logit term of a model's equation from an interaction layer, (B, F, D) -> (B, 1): the layer itself
     when it gives one value (FM), else w^T layer(x) with a learned w (xDeepFM's w_cin^T p+, AutoInt's output
-    layer).
+    layer). `num_fields` and `dim` are what the layer was built with.
 
-    On `Pairs` it scores every pair the fastest way the layer offers: `pair_scores(user, item[, w])`
-    (FM, linear CIN: from per-side tables), else `forward_pairs(user, item)` (U, I, out_dim), else the
-    pairs formed and `forward`.
+    On `Pairs` it scores every pair the way the layer declares (`bench.nn.interaction.pair_path`):
+    `pair_scores(user, item[, w])` (FM, linear CIN: from per-side tables), `forward_pairs(user, item)`
+    (U, I, out_dim), or the pairs formed and `forward`.
     """
 
-    def __init__(self, layer: nn.Module, name: str = ""):
+    def __init__(self, layer: nn.Module, name: str = "", num_fields: int | None = None, dim: int | None = None):
+        from bench.nn.interaction import pair_path
+
         super().__init__()
         self.layer = layer
         self.name = name or type(layer).__name__  # the plugin's name, for messages
+        self.num_fields = num_fields if num_fields is not None else layer.num_fields
+        self.dim = dim if dim is not None else layer.dim
+        self.pair_path = pair_path(layer)
         wide = layer.out_dim > 1
         self.readout = nn.Linear(layer.out_dim, 1, bias=False) if wide else None
 
@@ -120,22 +125,21 @@ class Term(nn.Module):
                                  f"({fields.shape[0]}, {self.layer.out_dim})")
             return out if self.readout is None else self.readout(out)
         weight = () if self.readout is None else (self.readout.weight.view(-1),)
-        if hasattr(self.layer, "pair_scores"):
+        if self.pair_path == "scores":
             return self.layer.pair_scores(fields.user, fields.item, *weight).reshape(-1, 1)
-        if hasattr(self.layer, "forward_pairs"):
+        if self.pair_path == "forward":
             out = self.layer.forward_pairs(fields.user, fields.item)  # (U, I, out_dim)
             return (out if self.readout is None else self.readout(out)).reshape(-1, 1)
         return self.forward(fields.materialize())
 
     def floats_per_row(self) -> int:
-        """Peak floats one row needs in `forward`: the layer's declared hint, else its input and output."""
+        """Peak floats one row needs in `forward`: the layer's declared hint, else its output."""
         declared = getattr(self.layer, "floats_per_row", None)
         return declared() if callable(declared) else self.layer.out_dim
 
     def floats_per_pair(self) -> int:
         """Peak floats one pair needs on `Pairs`: the layer's hint for its pairs path, else a formed row's."""
-        has_pairs = hasattr(self.layer, "pair_scores") or hasattr(self.layer, "forward_pairs")
         declared = getattr(self.layer, "floats_per_pair", None)
-        if has_pairs and callable(declared):
+        if self.pair_path is not None and callable(declared):
             return declared()
-        return self.floats_per_row() + self.layer.num_fields * self.layer.dim
+        return self.floats_per_row() + self.num_fields * self.dim

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.config import EvalConfig, TrainConfig, make_sampler
-from bench.data.base import check_samples
-from bench.data.types import InteractionData
+from bench.data.base import TrainSamples, check_samples
+from bench.data.types import InteractionData, UserRows
 from bench.device import flush_denormal
 from bench.eval.evaluator import evaluate
 
@@ -55,13 +55,6 @@ class TrainResult:
     @property
     def samples_per_s(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
-
-
-def _mean_state(states: deque[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The mean of several epochs' weights (integer buffers taken from the last)."""
-    last = states[-1]
-    return {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v.clone()
-            for k, v in last.items()}
 
 
 def make_adam(params: torch.nn.Module | list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Adam:
@@ -107,6 +100,110 @@ def optimizer_step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) 
         optimizer.step()
 
 
+class EarlyStopping:
+    """Which epoch to keep, and when to stop: the best (optionally smoothed) validation value so far, a deep
+    copy of that epoch's weights (or of their mean over the last `average` epochs), and the epochs waited
+    since it. The notebook's `state_dict().copy()` was shallow: its "best" tensors kept training."""
+
+    def __init__(self, patience: int, smoothing: float = 0.0, average: int = 1):
+        self.patience, self.smoothing, self.average = patience, smoothing, average
+        self.best_value, self.best_epoch, self.waited = float("-inf"), 0, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._smoothed: float | None = None
+        self._recent: deque[dict[str, torch.Tensor]] = deque(maxlen=average)  # the last epochs' weights
+
+    def update(self, epoch: int, value: float, model: torch.nn.Module) -> None:
+        """Record one epoch's validation value; keep the model's weights when it is the best so far."""
+        if self.average > 1:
+            self._recent.append(_copy_state(model))
+        smoothed = value if self._smoothed is None else self.smoothing * self._smoothed + (1 - self.smoothing) * value
+        self._smoothed = smoothed
+        if smoothed > self.best_value:
+            self.best_value, self.best_epoch, self.waited = smoothed, epoch, 0
+            self.best_state = _mean_state(self._recent) if self.average > 1 else _copy_state(model)
+        else:
+            self.waited += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.waited >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Put the kept weights back into `model` (nothing was kept: nothing changes)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _mean_state(states: deque[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of several epochs' weights (integer buffers taken from the last)."""
+    last = states[-1]
+    return {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v.clone()
+            for k, v in last.items()}
+
+
+@dataclass
+class EpochLoss:
+    """One training epoch's outcome: its mean loss, the first batch's loss (the untrained model's, in the first
+    epoch), and how many samples it trained on."""
+
+    mean: float
+    first: float | None
+    samples: int
+
+
+@dataclass
+class DeviceFeatures:
+    """The feature matrices training gathers from, kept on the training device for the whole run."""
+
+    user_rows: UserRows  # user state -> static features and history window
+    items: torch.Tensor  # item row -> item features
+    train_states: torch.Tensor  # training positive -> its user state
+
+    @classmethod
+    def of(cls, data: InteractionData, device: torch.device) -> "DeviceFeatures":
+        return cls(data.user_rows(device), data.item_features.to(device),
+                   torch.from_numpy(data.train.states).to(device))
+
+
+def train_epoch(model: torch.nn.Module, drawn: TrainSamples, order: torch.Tensor,
+                optimizers: list[torch.optim.Optimizer], batch_size: int, features: DeviceFeatures,
+                device: torch.device) -> EpochLoss:
+    """One pass over an epoch's samples in `order`: features gathered GATHER_ROWS samples at a time, then
+    sliced into batches, each a BCE step of every optimizer. One device sync per epoch (and one for the
+    first batch's loss)."""
+    positives, items, labels = (x[order].to(device) for x in (drawn.positives, drawn.items, drawn.labels))
+    states = features.train_states[positives]  # a negative's user side is its positive's state
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    steps, first = 0, None
+    chunk = max(GATHER_ROWS // batch_size, 1) * batch_size  # whole batches per chunk
+    for begin in range(0, len(labels), chunk):
+        user_x = features.user_rows(states[begin:begin + chunk])
+        item_x = features.items.index_select(0, items[begin:begin + chunk])
+        for start in range(0, len(user_x), batch_size):
+            end = start + batch_size
+            logits = model(user_x[start:end], item_x[start:end])
+            loss = F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end])
+            optimizer_step(optimizers, loss)
+            loss_sum += loss.detach()
+            steps += 1
+            if first is None:
+                first = loss.item()
+    return EpochLoss((loss_sum / max(steps, 1)).item(), first, len(labels))
+
+
+def validate(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
+             device: torch.device) -> dict[str, float]:
+    """The validation metrics early stopping reads (`config.val_metric`'s cutoff only), on every validation
+    user or on `config.val_users` of them."""
+    return evaluate(model, data, "val", replace(evaluation, ks=(config.val_k,)), seed=config.seed, device=device,
+                    max_users=config.val_users or None).metrics
+
+
 def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
           device: torch.device, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
           progress: bool = False) -> TrainResult:
@@ -121,14 +218,11 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
     sampler = make_sampler(config).fit(data)
     optimizers = make_optimizers(model, config)
     generator = torch.Generator().manual_seed(config.seed)
-    user_rows, item_features = data.user_rows(device), data.item_features.to(device)
-    train_states = torch.from_numpy(data.train.states).to(device)
-    history: list[dict[str, float]] = []
-    best_value, best_epoch, best_state, waited = float("-inf"), 0, None, 0
-    smoothed: float | None = None
-    recent: deque[dict[str, torch.Tensor]] = deque(maxlen=config.average)  # the last epochs' weights
+    features = DeviceFeatures.of(data, device)
+    stopping = EarlyStopping(config.patience, config.smoothing, config.average)
     schedules = ([torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=config.epochs) for o in optimizers]
                  if config.schedule == "cosine" else [])
+    history: list[dict[str, float]] = []
     train_s = sample_s = eval_s = 0.0
     samples = 0
     warnings: list[str] = []
@@ -140,59 +234,38 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
         drawn = sampler.sample(epoch)
         check_samples(drawn, data, config.sampler)
         order = torch.randperm(len(drawn), generator=generator)
-        positives, items, labels = (x[order].to(device) for x in (drawn.positives, drawn.items, drawn.labels))
-        states = train_states[positives]  # a negative's user side is its positive's state
         t1 = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        steps = 0
-        chunk = max(GATHER_ROWS // config.batch_size, 1) * config.batch_size  # whole batches per chunk
-        for begin in range(0, len(labels), chunk):
-            user_x = user_rows(states[begin:begin + chunk])
-            item_x = item_features.index_select(0, items[begin:begin + chunk])
-            for start in range(0, len(user_x), config.batch_size):
-                end = start + config.batch_size
-                logits = model(user_x[start:end], item_x[start:end])
-                loss = F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end])
-                optimizer_step(optimizers, loss)
-                loss_sum += loss.detach()
-                steps += 1
-                if first_loss is None:
-                    first_loss = loss.item()  # the untrained model's loss: one sync per training
-        mean_loss = (loss_sum / max(steps, 1)).item()  # one sync per epoch
+        loss = train_epoch(model, drawn, order, optimizers, config.batch_size, features, device)
+        first_loss = loss.first if first_loss is None else first_loss
         for schedule in schedules:
             schedule.step()
         t2 = time.perf_counter()
-        if not math.isfinite(mean_loss):
-            raise NaNLossError(f"training loss became {mean_loss} in epoch {epoch} "
-                               f"(lr={config.lr}, weight_decay={config.weight_decay})")
-        if not warnings and first_loss is not None and mean_loss > LOSS_RISE_FLAG * first_loss:
-            warnings.append(f"training loss rose from {first_loss:.4g} (first batch) to {mean_loss:.4g} (epoch "
-                            f"{epoch} mean): diverging (lr={config.lr})")
-        val = evaluate(model, data, split="val", protocol=evaluation.protocol, ks=(config.val_k,),
-                       ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=config.seed, device=device,
-                       max_users=config.val_users or None)
+        _check_loss(loss.mean, first_loss, epoch, config, warnings)
+        metrics = validate(model, data, config, evaluation, device)
         t3 = time.perf_counter()
         sample_s, train_s, eval_s = sample_s + t1 - t0, train_s + t2 - t1, eval_s + t3 - t2
-        samples += len(labels)
-        value = val.metrics[config.val_metric]
-        row = {"epoch": epoch, "loss": mean_loss, **{f"val_{k}": v for k, v in val.metrics.items()},
+        samples += loss.samples
+        value = metrics[config.val_metric]
+        row = {"epoch": epoch, "loss": loss.mean, **{f"val_{k}": v for k, v in metrics.items()},
                "sample_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2}
         history.append(row)
-        bar.set_postfix(loss=f"{mean_loss:.4f}", **{f"val_{config.val_metric}": f"{value:.4f}"})
-        if config.average > 1:
-            recent.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        smoothed = value if smoothed is None else config.smoothing * smoothed + (1 - config.smoothing) * value
-        if smoothed > best_value:
-            best_value, best_epoch, waited = smoothed, epoch, 0
-            best_state = (_mean_state(recent) if config.average > 1
-                          else {k: v.detach().clone() for k, v in model.state_dict().items()})
-        else:
-            waited += 1
+        bar.set_postfix(loss=f"{loss.mean:.4f}", **{f"val_{config.val_metric}": f"{value:.4f}"})
+        stopping.update(epoch, value, model)
         if on_epoch is not None:
             on_epoch(epoch, row)
-        if waited >= config.patience:
+        if stopping.should_stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return TrainResult(history, best_epoch, best_value, len(history), train_s, sample_s, eval_s, samples, warnings)
+    stopping.restore(model)
+    return TrainResult(history, stopping.best_epoch, stopping.best_value, len(history), train_s, sample_s, eval_s,
+                       samples, warnings)
+
+
+def _check_loss(mean: float, first: float | None, epoch: int, config: TrainConfig, warnings: list[str]) -> None:
+    """A loss that is not finite fails the run; one that rose LOSS_RISE_FLAG-fold over the first batch's flags it
+    (once)."""
+    if not math.isfinite(mean):
+        raise NaNLossError(f"training loss became {mean} in epoch {epoch} "
+                           f"(lr={config.lr}, weight_decay={config.weight_decay})")
+    if not warnings and first is not None and mean > LOSS_RISE_FLAG * first:
+        warnings.append(f"training loss rose from {first:.4g} (first batch) to {mean:.4g} (epoch "
+                        f"{epoch} mean): diverging (lr={config.lr})")

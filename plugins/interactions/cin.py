@@ -44,6 +44,8 @@ class CIN(Interaction):
     three layers of 200 without the split).
     """
 
+    pair_path = "scores"  # the polynomial from per-side tables, else forward_pairs read out
+
     def __init__(self, num_fields: int, dim: int, layers: Sequence[int] | str = (64, 64),
                  split_half: bool = True, activation: str = "identity"):
         super().__init__(num_fields, dim)

@@ -13,6 +13,7 @@ class FMInteraction(Interaction):
     (bench/kernels/fm.py says why that one)."""
 
     out_dim = 1
+    pair_path = "scores"
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
         return fused(field_embeddings)

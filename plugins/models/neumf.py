@@ -36,22 +36,16 @@ class NeuMF(RankingModel):
         deep = self.mlp(self.towers(user_x, item_x).flat_embeddings)
         return self.predict(torch.cat([p * q, deep], dim=1)).squeeze(1)
 
-    def score_all(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
-        """The same for every pair from the two sides: the GMF product by broadcasting, the MLP tower's first
-        layer once per side (`MLP` on `Pairs`); in training mode (dropout) by `forward`."""
-        if self.training:
-            return super().score_all(user_x, item_x)
-        return self.item_scorer(item_x)(user_x)
-
     def item_scorer(self, item_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """`score_all` against these items for any user rows, the item side computed once (see
-        `EmbeddingModel.item_scorer`)."""
+        """Full ranking from the two sides, the item side computed once (see `EmbeddingModel.item_scorer`): the
+        GMF product by broadcasting, the MLP tower's first layer once per side (`MLP` on `Pairs`); in training
+        mode (dropout) by `forward` on every pair."""
+        if self.training:
+            return super().item_scorer(item_x)
         q = self.gmf.embed("item", item_x).field_embeddings[:, 0]
         tower, memo = self.towers.embed("item", item_x).flat_embeddings, {}
 
         def score(user_x: torch.Tensor) -> torch.Tensor:
-            if self.training:
-                return RankingModel.score_all(self, user_x, item_x)
             n_u, n_i = user_x.shape[0], item_x.shape[0]
             p = self.gmf.embed("user", user_x).field_embeddings[:, 0]
             towers = Pairs(self.towers.embed("user", user_x).flat_embeddings, tower, memo)
@@ -60,8 +54,11 @@ class NeuMF(RankingModel):
 
         return score
 
-    def floats_per_pair(self) -> int:
+    def floats_per_row(self) -> int:
         return self.predict.in_features + max(m.out_features for m in self.mlp.modules() if isinstance(m, nn.Linear))
+
+    def floats_per_pair(self) -> int:
+        return self.floats_per_row()
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
