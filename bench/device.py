@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -68,11 +69,12 @@ def flush_denormal() -> None:
     """Flush subnormal floats to zero in this thread and the CPU threads torch starts from it.
 
     Adam's weight decay drives the weights of dead ReLU units into the subnormal range, where a CPU matmul
-    ran 125x slower here (2.5 s instead of 0.02 s for one evaluation chunk), silently turning a 1 s
-    evaluation into 18 s; values below 1.2e-38 become 0. Called where training, evaluation and the CLI
-    start (not at import: importing a library should not change a process's float mode).
+    runs two orders of magnitude slower (docs/performance.md); values below 1.2e-38 become 0. Called where
+    training, evaluation and the CLI start (not at import: importing a library should not change a process's
+    float mode). NumPy (before 2.4) then finds its smallest subnormal to be zero and warns: expected here.
     """
     torch.set_flush_denormal(True)
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal", category=UserWarning)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -80,8 +82,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 def keep_freed_memory(threshold: int = 1 << 30) -> bool:
     """Let glibc's malloc serve allocations below `threshold` from its heap and keep freed memory for reuse,
-    instead of mapping fresh pages for every large tensor and unmapping them on free: a fresh 100 MB
-    tensor costs about 25 ms of page faults here, more than computing it. True where it took effect
+    instead of mapping fresh pages for every large tensor and unmapping them on free: page-faulting a fresh
+    large tensor costs more than computing it (docs/performance.md). True where it took effect
     (glibc); a no-op elsewhere. (A caching allocator such as jemalloc, preloaded, does the same.)"""
     import ctypes
     import ctypes.util

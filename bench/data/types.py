@@ -41,10 +41,10 @@ class DatasetFrames:
 
 
 def unique_ints(keys: np.ndarray, return_inverse: bool = False) -> Any:
-    """np.unique of integer keys by one sort. numpy 2.4's np.unique hashes integer input and took about
-    100x longer on 2.7M int64 keys (2 s against 0.02), which made the split superlinear at scale. Without
-    the inverse, a value sort (vectorised: 0.46 s on 20M int64 keys against 2.8 s for a stable argsort);
-    with it, an unstable argsort (1.3 s): equal keys get one index whatever their order."""
+    """np.unique of integer keys by one sort. numpy 2.4's np.unique hashes integer input and was about 100x
+    slower on millions of int64 keys, which made the split superlinear at scale (docs/performance.md).
+    Without the inverse, a value sort (vectorised, faster than a stable argsort); with it, an unstable
+    argsort: equal keys get one index whatever their order."""
     keys = np.asarray(keys)
     order = None if not return_inverse else np.argsort(keys)
     ordered = np.sort(keys) if order is None else keys[order]

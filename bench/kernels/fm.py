@@ -3,14 +3,12 @@
 Every implementation maps (B, F, D) -> (B, 1) and supports autograd. `bench kernel` checks each one
 against `naive` and times it; the `fm` interaction layer calls `fused`.
 
-Which one the layer uses, and why (measured on a 2-core CPU with
-`bench kernel --impl sumsq,fused,compiled --batch 65536 --threads 2`, F=24, D=16):
+Which one the layer uses, and why (the figures: docs/performance.md and `bench kernel`):
 
 * CPU: `fused`, the fastest implementation that needs no compilation. Its forward makes no (B, F, D)
-  temporary (4-10x faster than `sumsq`'s); its backward writes the gradient in one pass, where autograd
-  through `sumsq` makes several (B, F, D) temporaries (~3x faster forward+backward). Writing the fresh
-  gradient dominates what is left: first touches of newly mapped pages, not bandwidth. `compiled` is
-  faster still (one inductor loop, ~1.3x forward+backward in float32, ~2x in bfloat16) but costs
+  temporary (`sumsq` makes one); its backward writes the gradient in one pass, where autograd through
+  `sumsq` makes several (B, F, D) temporaries. Writing the fresh gradient dominates what is left: first
+  touches of newly mapped pages, not bandwidth. `compiled` is faster still (one inductor loop) but costs
   seconds of compilation per new batch shape, recompiles on every ragged last batch and evaluation
   shape, and after dynamo's recompile limit silently runs eager: not a default for a layer.
 * CUDA: `fused` too, for now. The Triton kernels (forward reads v once; backward reads v once and
@@ -69,8 +67,8 @@ class FusedFM(torch.autograd.Function):
     """The identity without (B, F, D) temporaries; the gradient w.r.t. v_f is g * (s - v_f).
 
     Forward makes two streaming reductions over v and allocates nothing of its size:
-    s = sum_f v_f and ||v||^2 = sum_f ||v_f||^2 (one `vector_norm`, which squares in registers; on
-    this CPU it runs 5-10x faster than vecdot/bmm/einsum over the same data). Backward writes the
+    s = sum_f v_f and ||v||^2 = sum_f ||v_f||^2 (one `vector_norm`, which squares in registers, faster than
+    vecdot/bmm/einsum over the same data). Backward writes the
     gradient in one pass, `addcmul(g*s, v, g, value=-1)`: its output is the only (B, F, D) tensor made.
     """
 

@@ -55,8 +55,7 @@ def item_gram(data: InteractionData, dtype: torch.dtype = torch.float32) -> torc
     counts, the diagonal each item's count; X is never dense whole. Each user adds x_u x_u^T, computed
     the cheaper way: a user with p items as its p^2 item pairs counted into the matrix (a few ns each), a
     heavy user (p at least HEAVY_USER x n_items) as a dense row in a matrix product (2 n_items^2 fast
-    flops). At 20M synthetic interactions, pairs take seconds where dense rows for everyone took most of
-    an hour."""
+    flops). At scale pairs take seconds where dense rows for everyone took most of an hour (results/scale.md)."""
     csr, n = data.train_csr, data.n_items
     gram = torch.zeros(n, n, dtype=dtype)
     counts = csr.counts()

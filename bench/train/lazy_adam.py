@@ -1,15 +1,13 @@
 """Lazy Adam: Adam on the rows of an embedding table that a batch looked up, nothing else.
 
 Dense Adam reads and writes every row of every table at every step, so its step grows with the users and
-items: a DeepFM step at batch 1024 took 3.3 ms with 6,900 users, 5.4 ms with 138,000, 19.1 ms with 552,000
-and 53.2 ms with 2.2M (`pytest tests/bench_lazy_adam.py --benchmark-only`, medians). Here a table's
+items (`pytest tests/bench_lazy_adam.py --benchmark-only`; figures in docs/performance.md). Here a table's
 gradient is sparse (the looked-up rows); their moments and weights are updated by Adam's formula (bias
 correction by the table's step count, L2 weight decay added to those rows' gradients), and rows not in
-the batch keep their moments and weights: 4.1, 5.9, 5.8 and 6.0 ms at those sizes. The rule differs from
-Adam's (a row's moments decay only when it is seen; TensorFlow's LazyAdam), hence an opt-in:
-`--set train.optimizer=lazy_adam`. torch's SparseAdam has the same rule, but its update took 2.2-2.4 ms
-a step here against 1.4-1.5 ms for this one (torch profiler, 1M and 20M shapes), and it adds eps before
-the bias correction.
+the batch keep their moments and weights: a step's cost follows the batch, not the tables. The rule
+differs from Adam's (a row's moments decay only when it is seen; TensorFlow's LazyAdam), hence an opt-in:
+`--optimizer lazy_adam`. torch's SparseAdam has the same rule, but its update was slower here and it adds
+eps before the bias correction.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ The best state is deep-copied (cloned tensors) and restored at the end: the orig
 epoch. Each epoch's (user state, item row, label) indices are shuffled once; their feature rows (static user
 features and history windows, item features; the matrices kept on the device) are gathered GATHER_ROWS
 samples at a time, then sliced into batches: no per-sample Python, no DataLoader, and memory bounded by the
-chunk rather than by an epoch's feature rows (gathering batch by batch instead cost 17% of FM's training
-speed on ML-100K).
+chunk rather than by an epoch's feature rows (gathering batch by batch instead was slower: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ class TrainResult:
 
 def make_adam(params: torch.nn.Module | list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Adam:
     """Adam with the fused kernel where this torch has one for the parameters' device (one kernel per
-    step instead of several per tensor: DeepFM's CPU step 2.9 -> 2.5 ms, NeuMF's 1.7 -> 1.2 ms at batch
-    256); otherwise the default implementation, with the same update rule."""
+    step instead of several per tensor); otherwise the default implementation, with the same update rule."""
     params = list(params.parameters() if isinstance(params, torch.nn.Module) else params)
     options = {"lr": config.lr, "weight_decay": config.weight_decay}
     try:

@@ -28,9 +28,8 @@ class CIN(Interaction):
     the paper, linear as in the authors' default `cross_activation: identity`). Every layer's output
     maps are sum-pooled over D. With `split_half`, each non-final layer sends half of its maps to the
     output and half to the next layer (the authors' code), which halves the next layer's cost.
-    Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs). Computed as below, 128 maps
-    cost about 10% more per epoch (training + full-ranking validation on ML-100K, 2-core CPU: 4.6 s
-    against 4.2 s); as outer products they cost 2.6x (27.7 s against 10.6 s).
+    Two layers of 64 maps by default: MovieLens has 6 fields (36 field pairs); computed as below, 128 maps
+    cost little more per epoch, as outer products far more (docs/performance.md).
 
     With the identity activation, layer k's maps are, coordinate by coordinate, linear in the products
     of k + 2 fields, so the CIN can be computed as that polynomial (`_polynomial`): the products summed
@@ -38,10 +37,7 @@ class CIN(Interaction):
     rounding, with the weights applied after pooling instead of at every coordinate, and full ranking
     without forming the pairs (`pair_scores`). The products number F^(k+2), so this is chosen only where
     its estimated multiply-adds are at most half the outer products' and it holds no more floats per
-    row (`_costs`): MovieLens's 6 fields (estimate 10x fewer; a forward + backward at batch 256 measured
-    2.4x faster), not Criteo's 39 at D=16. Where chosen in a sweep of larger shapes it measured 1.8-7.8x
-    faster (2 threads, batch 256), except one near the threshold, which broke even (18 fields, D=64,
-    three layers of 200 without the split).
+    row (`_costs`): MovieLens's 6 fields, not Criteo's 39 at D=16 (measurements: docs/performance.md).
     """
 
     pair_path = "scores"  # the polynomial from per-side tables, else forward_pairs read out
