@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Unless you set BENCH_DATA_DIR, a local MovieLens copy beside the checkout (this project's machines keep one
-# there); without either, the loader uses its cache or downloads (README, "Where the data comes from").
+# there); without either, the loader uses its cache or downloads (docs/cli.md, "Where the data comes from").
 BENCH_DATA_DIR ?= $(firstword $(wildcard ../shared/data/ml-100k))
 export BENCH_DATA_DIR
 # the strongest simple baseline, the NeuMF baseline and our best model family with the user's history
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU build in the local wheel folder; an unpinned torch pulls CUDA builds
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,plot,postgres]"
+	$(PY) -m pip install -q -e ".[test,plot,postgres,docs]"
 	touch $@
 
 install: $(VENV)/.installed
