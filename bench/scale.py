@@ -64,7 +64,7 @@ def peak_rss_mb() -> float:
 def measure(n: int, history: int, threads: int) -> dict[str, Any]:
     """Every stage at one size, in this process."""
     import registry
-    from bench.config import OPTIMIZERS, ModelConfig, TrainConfig, make_sampler
+    from bench.config import OPTIMIZERS, EvalConfig, ModelConfig, TrainConfig, make_sampler
     from bench.data.pipeline import prepare
     from bench.device import flush_denormal
     from bench.eval.evaluator import evaluate
@@ -120,7 +120,7 @@ def measure(n: int, history: int, threads: int) -> dict[str, Any]:
 
     ranked = min(RANK_USERS, len(data.val))
     t = begin()
-    evaluate(model, data, split="val", ks=(10,), max_users=ranked)
+    evaluate(model, data, "val", EvalConfig(ks=(10,)), max_users=ranked)
     seconds = time.perf_counter() - t
     stage("DeepFM full ranking, all validation users", seconds / ranked * len(data.val),
           f"extrapolated from {ranked:,} of {len(data.val):,} users x {data.n_items - 1:,} items")

@@ -143,7 +143,7 @@ def test_iso_dates_beyond_the_nanosecond_range_load_or_name_file_and_line(tmp_pa
     try:
         stamps = load_csv(path, timestamp_col="t").interactions.timestamp.tolist()
     except DataFormatError as exc:  # a pandas that parses dates only as nanoseconds
-        assert "r.csv: line 3" in str(exc) and "outside" in str(exc)
+        assert "r.csv: lines 3, 4: column 't'" in str(exc) and "outside" in str(exc)
     else:
         assert stamps == [1577836800, 32503680000, -62135596800]
 

@@ -119,7 +119,7 @@ def test_pruning_prunes_a_hopeless_trial(tmp_path, monkeypatch):
     # trials 0-2 report 0.5 every epoch, trial 3 reports 0.01: the median pruner must stop it
     per_trial = iter([0.5] * 3 + [0.5] * 3 + [0.5] * 3 + [0.01] * 3)
 
-    def scripted(model, data, **kw):
+    def scripted(model, data, *args, **kw):
         v = next(per_trial)
         return EvalResult(metrics={"NDCG@10": v}, per_user={}, users=None, n_candidates=0.0, protocol="full",
                           ties="expected", num_negatives=None, split="val", seconds=0.0, users_per_s=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,29 @@ from bench.cli.common import (
     write_page,
 )
 from bench.config import ExperimentConfig, ModelConfig
+from bench.text import printable
 from bench.tune.space import SWEEPS
 
 _OBJECTIVES = {"hr": "HR", "ndcg": "NDCG", "recall": "Recall", "map": "MAP", "mrr": "MRR"}
 
 
 def _objective(ctx: Any, param: Any, value: str) -> str:
-    name, _, k = value.partition("@")
-    if name.lower() not in _OBJECTIVES or (name.lower() != "mrr" and not k.isdigit()):
-        raise click.BadParameter(f"{value!r}: expected e.g. ndcg@10, hr@20, recall@10, map@10 or mrr")
-    return _OBJECTIVES[name.lower()] + (f"@{k}" if k else "")
+    """A metric name with a cutoff of at least 1 (hr@0 failed every trial), or mrr alone: e.g. NDCG@10."""
+    name, at, k = value.partition("@")
+    name = name.lower()
+    if name == "mrr" and not at:
+        return "MRR"
+    if name not in _OBJECTIVES or name == "mrr" or not (k.isascii() and k.isdigit()) or int(k) < 1:
+        raise click.BadParameter(f"{value!r}: expected e.g. ndcg@10, hr@20, recall@10 or map@10 (a cutoff of at "
+                                 "least 1), or mrr (no cutoff)")
+    return f"{_OBJECTIVES[name]}@{int(k)}"
+
+
+def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
+    """Seconds after which no new trial starts: more than 0 (--timeout -1 ran the study anyway)."""
+    if value is not None and not value > 0:  # NaN is refused too
+        raise click.BadParameter(f"{value}: expected a number of seconds greater than 0 (leave it out: no limit)")
+    return value
 
 
 @click.command()
@@ -38,7 +52,8 @@ def _objective(ctx: Any, param: Any, value: str) -> str:
               help="models to tune, each with the same budget")
 @click.option("--trials", default=50, show_default=True, type=click.IntRange(min=1),
               help="finished trials wanted in each study")
-@click.option("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+@click.option("--timeout", type=float, default=None, callback=_timeout,
+              help="stop starting trials after this many seconds")
 @click.option("--storage", default=None, help="Optuna storage URL (default: SQLite under the results dir); "
               "a path ending .log/.journal is a journal file")
 @click.option("--study", default=None, help="study name prefix (default: dataset-model-device)")
@@ -61,14 +76,32 @@ def _objective(ctx: Any, param: Any, value: str) -> str:
 def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
          n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
          seed: int, confirm_top: int, confirm_seeds: int, output: str | None, **kw: Any) -> None:
-    """Tune models with Optuna on the validation split; save the best params for `bench run --params best`."""
+    """Tune models with Optuna on the validation split; save the best params for `bench run --params best`.
+
+    Exit status: 0 when done, 2 when the input was refused before any work, 130 / 143 after Ctrl-C / SIGTERM (the
+    study is kept and the same command resumes it; no confirmation runs and no best params are saved).
+    """
+    from bench.interrupts import exit_code
+
+    try:
+        _tune(models, trials, timeout, storage, study, n_jobs, devices, sweep, objective, pruner, seed, confirm_top,
+              confirm_seeds, output, **kw)
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted ({exc or 'Ctrl-C'}): the study is kept as it is, with no confirmation and no best "
+                   "params saved; the same command resumes it", err=True)
+        sys.exit(exit_code(exc))
+
+
+def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
+          n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
+          seed: int, confirm_top: int, confirm_seeds: int, output: str | None, **kw: Any) -> None:
     from tabulate import tabulate
 
     from bench.device import resolve_device
     from bench.results.store import check_results_dir, check_writable_file
     from bench.tune.best import save_best
     from bench.tune.storage import check_storage
-    from bench.tune.study import TuneConfig, best_rows, summary
+    from bench.tune.study import TuneConfig, best_rows, oversubscribed, summary
     from bench.tune.study import tune as run_study
 
     unknown = [s for s in sweep if s not in SWEEPS]
@@ -87,6 +120,13 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
     for model in experiment.models:
         guard(lambda model=model: registry.get("model", model.plugin))
     device_names = [guard(lambda d=d: str(resolve_device(d))) for d in devices or (kw["device"],)]
+    from bench.runner import DataSource, check_on_data
+
+    data = DataSource()  # loaded, split and checked before any study exists: a refused dataset writes nothing
+    guard(lambda: check_on_data(experiment, data))
+    warning = oversubscribed(n_jobs, threads)
+    if warning:
+        click.echo(warning, err=True)
     sections = []
     for device in device_names:
         for model in experiment.models:
@@ -94,14 +134,14 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
                              study=study, n_jobs=n_jobs, threads=threads, device=device, sweep=sweep,
                              objective=objective, pruner=pruner, seed=seed, results_dir=results_dir, progress=bars)
             started = time.perf_counter()
-            result = guard(lambda cfg=cfg: run_study(cfg))
+            result = guard(lambda cfg=cfg: run_study(cfg, data))
             counts = summary(result)
             rows = best_rows(result)
             head = (f"{cfg.study_name()}: {sum(counts.values())} trials ({counts['complete']} complete, "
                     f"{counts['pruned']} pruned, {counts['fail']} failed), "
                     f"this call {time.perf_counter() - started:.0f} s")
             if not rows:
-                click.echo(head + "; no completed trial yet")
+                click.echo(printable(head + "; no completed trial yet"))
                 continue
             table = tabulate([[r["trial"], f"{r['value']:.4f}", f"{r['seconds'] or 0:.1f}",
                                f"{r['samples_per_s'] or 0:,.0f}", json.dumps(r["params"], sort_keys=True)]
@@ -109,12 +149,11 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
                              tablefmt="github", disable_numparse=True)
             confirmed, chosen = [], None
             if confirm_top:
-                from bench.runner import DataSource
                 from bench.tune.confirm import choose, confirm
 
                 confirmed = guard(lambda cfg=cfg, result=result: confirm(
-                    result, cfg, confirm_top, confirm_seeds, DataSource(), resolve_device(cfg.device),
-                    log=lambda m: click.echo(m, err=True)))
+                    result, cfg, confirm_top, confirm_seeds, data, resolve_device(cfg.device),
+                    log=lambda m: click.echo(printable(m), err=True)))
                 chosen = choose(confirmed)
                 table += "\n\n" + tabulate(
                     [[c.trial, f"{c.search_value:.4f}", f"{c.mean:.4f} ± {c.std:.4f}", f"{c.gap:+.4f}",
@@ -123,7 +162,7 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
                     headers=["trial", "search value", f"mean of {confirm_seeds} new seeds", "gap", ""],
                     tablefmt="github", disable_numparse=True)
             path = save_best(result, cfg, chosen)
-            click.echo(f"{head}\n{table}\nbest params saved to {path}")
+            click.echo(printable(head) + "\n" + table + "\n" + printable(f"best params saved to {path}"))
             sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")
     if output and sections:
         write_page(Path(output), "Tuning results", sections)

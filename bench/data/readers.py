@@ -164,8 +164,9 @@ def parse_integers(strings: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndar
     """
     text = np.strings.strip(np.asarray(strings, dtype=object).astype(StringDType()))
     negative = np.strings.startswith(text, "-")
-    digits = np.where(negative | np.strings.startswith(text, "+"), np.strings.slice(text, 1, None), text)
-    well_formed = (np.strings.str_len(digits) > 0) & (
+    digits = np.strings.lstrip(text, "+-")  # not np.strings.slice: before NumPy 2.3.5 it fails on short strings
+    signs = np.strings.str_len(text) - np.strings.str_len(digits)
+    well_formed = (signs <= 1) & (np.strings.str_len(digits) > 0) & (
         np.strings.str_len(np.strings.lstrip(digits, "0123456789")) == 0)
     significant = np.strings.lstrip(digits, "0")
     width = np.strings.str_len(significant)

@@ -59,8 +59,7 @@ def validation_value(cfg: Any, plugin: str, params: dict[str, Any], seed: int, d
     built = build_model(model, prepared).to(device)
     evaluation = cfg.experiment.eval
     if not built.trainable:
-        return evaluate(built, prepared, split="val", protocol=evaluation.protocol, ks=(train_cfg.val_k,),
-                        ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=seed,
+        return evaluate(built, prepared, "val", replace(evaluation, ks=(train_cfg.val_k,)), seed=seed,
                         device=device).metrics[cfg.objective]
     return train(built, prepared, train_cfg, evaluation, device).best_value
 

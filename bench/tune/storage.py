@@ -3,15 +3,18 @@
 A database URL (SQLite by default, PostgreSQL when many machines share a study) or a journal file. Every
 running trial sends a heartbeat every HEARTBEAT_S seconds; the first worker that sees one silent for GRACE_S
 seconds fails it with the reason (user attrs `lost`, `fail_reason`) and queues it again with the same
-parameters (a WAITING trial, `retry_of` its number). A trial lost MAX_RETRIES + 1 times (its configuration
-may be what kills the worker, e.g. the kernel's out-of-memory killer) is failed for good.
+parameters (a WAITING trial, `retry_of` its number; one killed before it drew any is not: a new trial takes its
+place). A trial lost MAX_RETRIES + 1 times (its configuration may be what kills the worker, e.g. the kernel's
+out-of-memory killer) is failed for good.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
+import sys
 import time
 import warnings
 from collections.abc import Iterable
@@ -22,9 +25,13 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from bench.text import printable
 
 # A running trial's heartbeat: one small write every HEARTBEAT_S seconds (an UPDATE of one row on a database; a
 # 140-byte line in a journal file, about 250 kB per trial-hour). A trial silent for GRACE_S seconds (5 missed
@@ -57,6 +64,7 @@ def check_storage(url: str | None) -> None:
         if path.is_dir():
             raise ValueError(f"--storage {url}: is a folder ({STORAGE_HELP})")
         _check_folder(url, path, "a journal file")
+        _check_journal(url, path)
         return
     try:
         parsed = make_url(url)
@@ -100,11 +108,100 @@ def _check_sqlite(url: str, database: str | None) -> None:
         raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
     _check_folder(url, path, "a SQLite file")
     if path.exists() and path.stat().st_size:
-        try:
-            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        try:  # read-write, never create: SQLite rolls back a hot journal left by a killed writer (read-only it cannot)
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as con:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"--storage {url}: {path} is not a usable SQLite database ({exc})") from None
+
+
+# Optuna's journal writes each record as one line `{"op_code":N,...}` + newline, appended under a lock file; a line
+# without its newline is a record whose writer was killed mid-write: Optuna never applied it.
+JOURNAL_RECORD = b'{"op_code":'
+JOURNAL_REPAIR = "remove that line (or restore the file from a backup); the records after it are kept"
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
+def _is_record_start(tail: bytes) -> bool:
+    """Whether an unfinished last line is the beginning of a record (cut mid-write), not something else."""
+    return JOURNAL_RECORD.startswith(tail[:len(JOURNAL_RECORD)])
+
+
+def _check_journal(url: str, path: Path) -> None:
+    """Refuse a journal with a line that is no record (a bare JSON error from Optuna otherwise), naming the line.
+    An unfinished last line that begins a record is accepted: the next write drops it (_JournalFile)."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if _is_record(line) if line.endswith(b"\n") else _is_record_start(line):
+                continue
+            raise ValueError(f"--storage {url}: line {number} of {path} is not a journal record (damaged file?): "
+                             f"{JOURNAL_REPAIR}")
+
+
+def _line_number(f: Any, offset: int) -> int:
+    f.seek(0)
+    return f.read(offset).count(b"\n") + 1
+
+
+def _last_line_start(f: Any, size: int) -> int:
+    """The offset just past the file's last newline (0 when it has none), read backwards from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        f.seek(start)
+        found = f.read(end - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
+def _drop_incomplete_record(path: str) -> None:
+    """With the journal's lock held: truncate the file back to its last complete line when a killed worker left
+    a record half written (it held the lock, so no live worker is mid-write now). That record was never
+    committed (Optuna's reader skips it); a record appended onto it would make the line, and from then on the
+    whole file, unreadable."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if not size:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        start = _last_line_start(f, size)
+        f.seek(start)
+        tail = f.read()
+        number = _line_number(f, start)
+        if not _is_record_start(tail):
+            raise ValueError(f"journal {path}: line {number} is not a journal record (damaged file?): {JOURNAL_REPAIR}")
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+    print(printable(f"warning: journal {path}: dropped its incomplete last record (line {number}, {len(tail)} "
+                    "bytes): a worker was stopped while writing it, so it was never committed"),
+          file=sys.stderr, flush=True)
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file backend, which never appends onto a record a killed worker left half written."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)  # as Optuna writes them
+        with get_lock_file(self._lock):
+            _drop_incomplete_record(self._file_path)
+            with open(self._file_path, "ab") as f:
+                f.write(lines.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def worker_id() -> str:
@@ -115,7 +212,7 @@ def worker_id() -> str:
 class _Silence:
     """Which running trials have sent no heartbeat for GRACE_S seconds, as seen by this process's own clock.
 
-    A trial's heartbeat token (a journal heartbeat's value, or None for "no heartbeat yet") is remembered with
+    A trial's heartbeat token (its last heartbeat's time, or None for "no heartbeat yet") is remembered with
     the moment this process first saw it; a token unchanged for GRACE_S seconds means its worker is gone. No
     two machines' clocks are ever compared, so clock skew between them cannot fail a live trial.
     """
@@ -123,15 +220,15 @@ class _Silence:
     def __init__(self) -> None:
         self._seen: dict[int, tuple[Any, float]] = {}
 
-    def stale(self, trials: Iterable[FrozenTrial], token: Any) -> list[int]:
+    def stale(self, tokens: dict[int, Any]) -> list[int]:
+        """`tokens`: each running trial's id -> its heartbeat token now."""
         now, seen, stale = time.monotonic(), {}, []
-        for t in trials:
-            value = token(t)
-            before = self._seen.get(t._trial_id)
+        for trial_id, value in tokens.items():
+            before = self._seen.get(trial_id)
             since = before[1] if before is not None and before[0] == value else now
-            seen[t._trial_id] = (value, since)
+            seen[trial_id] = (value, since)
             if now - since > GRACE_S:
-                stale.append(t._trial_id)
+                stale.append(trial_id)
         self._seen = seen
         return stale
 
@@ -152,7 +249,8 @@ def _mark_lost(storage: optuna.storages.BaseStorage, trial_ids: Iterable[int]) -
                 reason = (f"lost {retried + 1} times, {silent}: its configuration may be what kills the worker "
                           "(out of memory?); not retried")
             else:
-                reason = f"lost: {silent}; retried with the same parameters"
+                reason = f"lost: {silent}; " + ("retried with the same parameters" if _has_parameters(trial) else
+                                                "it had drawn no parameters yet: a new trial takes its place")
                 storage.set_trial_user_attr(trial_id, "lost", True)
             storage.set_trial_user_attr(trial_id, "fail_reason", reason)
         except (UpdateFinishedTrialError, KeyError):
@@ -161,15 +259,23 @@ def _mark_lost(storage: optuna.storages.BaseStorage, trial_ids: Iterable[int]) -
     return marked
 
 
+def _has_parameters(trial: FrozenTrial) -> bool:
+    """Whether a trial has a configuration to retry: parameters it drew, or ones it was queued with (the untuned
+    configuration), even if its worker was killed before drawing them."""
+    return bool(trial.params or trial.system_attrs.get("fixed_params"))
+
+
 def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a lost trial again with its parameters (Optuna's heartbeat-stale callback)."""
-    if not trial.user_attrs.get("lost"):
+    """Queue a lost trial again with its parameters, and those it was queued with, as the untuned trial if it was
+    (Optuna's heartbeat-stale callback). One killed before it had any is not: a new trial takes its place."""
+    if not trial.user_attrs.get("lost") or not _has_parameters(trial):
         return
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    queued = {"fixed_params": trial.system_attrs["fixed_params"]} if "fixed_params" in trial.system_attrs else {}
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={"retry_of": history[0]},
-        system_attrs={"failed_trial": history[0], "retry_history": history}))  # as RetryFailedTrialCallback
+        user_attrs={"retry_of": history[0], **{k: v for k, v in trial.user_attrs.items() if k == "untuned"}},
+        system_attrs={"failed_trial": history[0], "retry_history": history, **queued}))  # as RetryFailedTrialCallback
 
 
 class _RDBStorage(optuna.storages.RDBStorage):
@@ -207,11 +313,25 @@ class _RDBStorage(optuna.storages.RDBStorage):
             return claimed.rowcount == 1
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Every state a killed worker can leave: a heartbeat row that stopped (Optuna's check, by the database's
+        clock), and any running trial whose heartbeat (its row's time, or none yet) this process has seen unchanged
+        for GRACE_S: a worker killed before its heartbeat thread's first write, whether or not the objective had
+        already recorded its `worker` attr (the two race), is found too."""
         stale = super()._get_stale_trial_ids(study_id)
-        # its "worker" attr is the objective's first write, just after the heartbeat thread started
-        unknown = [t for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-                   if "worker" not in t.user_attrs]
-        return _mark_lost(self, [*stale, *self._silence.stale(unknown, lambda t: None)])
+        return _mark_lost(self, [*stale, *self._silence.stale(self._heartbeats(study_id))])
+
+    def _heartbeats(self, study_id: int) -> dict[int, Any]:
+        """Each running trial's id -> the time of its last heartbeat (None when it has sent none)."""
+        from optuna.storages._rdb.models import TrialHeartbeatModel, TrialModel
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import select
+
+        trials, beats = TrialModel.__table__, TrialHeartbeatModel.__table__
+        query = (select(trials.c.trial_id, beats.c.heartbeat)
+                 .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+                 .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING))
+        with _create_scoped_session(self.scoped_session) as session:
+            return dict(session.execute(query).all())
 
 
 class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
@@ -229,7 +349,7 @@ class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return _mark_lost(self, self._silence.stale(running, lambda t: t.system_attrs.get("heartbeat")))
+        return _mark_lost(self, self._silence.stale({t._trial_id: t.system_attrs.get("heartbeat") for t in running}))
 
     def get_heartbeat_interval(self) -> int:
         return HEARTBEAT_S
@@ -244,9 +364,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     Workers starting together race to create the RDB schema; the loser retries once it exists.
     """
     if _is_journal(url):
-        from optuna.storages.journal import JournalFileBackend
-
-        return _JournalStorage(JournalFileBackend(url))
+        return _JournalStorage(_JournalFile(url))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(10):
         try:

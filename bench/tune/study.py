@@ -10,10 +10,15 @@ What counts toward `--trials`: complete and pruned trials, and failed ones whose
 (NaN loss, out of memory: recorded with `fail_reason`). A trial whose worker died (SIGKILL, power loss, a lost
 machine) is *lost*, not failed: every running trial sends a heartbeat every HEARTBEAT_S seconds, and the first
 worker that sees one silent for GRACE_S seconds fails it with the reason (user attrs `lost`, `fail_reason`) and
-queues it again with the same parameters (a WAITING trial, `retry_of` its number), so the study still ends with
-exactly `--trials` counted trials. A trial lost MAX_RETRIES + 1 times (its configuration may be what kills the
-worker, e.g. the kernel's out-of-memory killer) is failed for good and counts. A worker that has nothing left
-to start while other workers' trials still run waits for them, to take over any that is lost.
+queues it again with the same parameters (a WAITING trial, `retry_of` its number; one killed before it drew any
+is replaced by a new trial), so the study still ends with exactly `--trials` counted trials. A trial lost
+MAX_RETRIES + 1 times (its configuration may be what kills the worker, e.g. the kernel's out-of-memory killer) is
+failed for good and counts. A worker that has nothing left to start while other workers' trials still run waits
+for them, to take over any that is lost. A trial aborted by Ctrl-C or SIGTERM is lost too (reason
+`lost: interrupted ...`), and queued again at once.
+
+Ctrl-C: every worker finishes its current trial, then `tune` raises StudyInterrupted (nothing runs after it); a
+second Ctrl-C aborts the running trials.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from bench.eval.evaluator import evaluate
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
 from bench.tune.space import interaction_combos, trial_params, untuned_params
-from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_storage, open_storage, worker_id
+from bench.tune.storage import GRACE_S, HEARTBEAT_S, _retry_lost, check_storage, open_storage, worker_id
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -130,10 +135,20 @@ def lost(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get("lost")]
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the study (after the current trials, or at once on a second Ctrl-C); it is kept as it is
+    and the same command resumes it. Raised by `tune`, so that nothing runs after it (no confirmation training,
+    no best params from a study the user stopped)."""
+
+    def __str__(self) -> str:
+        return "Ctrl-C"
+
+
 class _Stop:
     """Ctrl-C: finish the current trial, then stop; a second Ctrl-C interrupts it.
 
-    `shared` (a multiprocessing Event) carries the request to the helper worker processes.
+    `shared` (a multiprocessing or threading Event) carries the request to the helper worker processes and back
+    to `tune`.
     """
 
     def __init__(self, shared: Any = None) -> None:
@@ -289,15 +304,17 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
         prepared = data.get(model.data_config(cfg.experiment.data))
         built = build_model(model, prepared).to(device)
         if not built.trainable:  # fitted in build_model: its validation value is the trial's
-            evaluation = cfg.experiment.eval
-            value = evaluate(built, prepared, split="val", protocol=evaluation.protocol, ks=(train_cfg.val_k,),
-                             ties=evaluation.ties, num_negatives=evaluation.eval_negatives, seed=train_cfg.seed,
+            evaluation = replace(cfg.experiment.eval, ks=(train_cfg.val_k,))
+            value = evaluate(built, prepared, "val", evaluation, seed=train_cfg.seed,
                              device=device).metrics[cfg.objective]
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return value
         result = train(built, prepared, train_cfg, cfg.experiment.eval, device, on_epoch=report)
     except UpdateFinishedTrialError:
         raise  # another worker declared this trial lost meanwhile: see _one_trial
+    except KeyboardInterrupt as exc:
+        _interrupted(study, trial, exc)
+        raise
     except CATCH as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
         raise
@@ -305,6 +322,21 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
     trial.set_user_attr("train_samples_per_s", result.samples_per_s)
     trial.set_user_attr("best_epoch", result.best_epoch)
     return result.best_value
+
+
+def _interrupted(study: optuna.Study, trial: optuna.Trial, exc: KeyboardInterrupt) -> None:
+    """A trial aborted by Ctrl-C or SIGTERM says nothing about its configuration: it is failed as lost (not
+    counted) and queued again with its parameters, as if its worker had died, so the resumed study still ends
+    with exactly --trials counted trials."""
+    from bench.interrupts import interrupt_reason
+
+    try:
+        trial.set_user_attr("lost", True)
+        trial.set_user_attr("fail_reason", f"lost: interrupted ({interrupt_reason(exc)}); retried with the same "
+                                           "parameters")
+        _retry_lost(study, study._storage.get_trial(trial._trial_id))
+    except (UpdateFinishedTrialError, KeyError):
+        pass  # declared lost by another worker meanwhile, and queued again by it
 
 
 def _worker_main(cfg: TuneConfig, worker: int, stop_event: Any, parent_pid: int) -> None:
@@ -341,16 +373,39 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> threading.Thread:
     return thread
 
 
-def tune(cfg: TuneConfig) -> optuna.Study:
-    """Run the study to cfg.trials counted trials with cfg.n_jobs worker processes (threads shared)."""
+def worker_threads(n_jobs: int, threads: int | None) -> int:
+    """Torch threads per worker: --threads, else the cores shared out (at least 1)."""
+    return threads if threads is not None else max(1, cpu_count() // max(n_jobs, 1))
+
+
+def oversubscribed(n_jobs: int, threads: int | None) -> str | None:
+    """One warning line when the workers' threads outnumber the cores (None when they fit): the study still
+    runs, every trial slower."""
+    cores, per_worker = cpu_count(), worker_threads(n_jobs, threads)
+    if n_jobs * per_worker <= cores:
+        return None
+    if n_jobs > cores:
+        return (f"warning: --n-jobs {n_jobs} exceeds the {cores} CPU core(s) available: each worker gets {per_worker} "
+                f"torch thread(s) and the {n_jobs} workers take turns on {cores} core(s), so every trial runs slower "
+                f"(--n-jobs {cores} uses them all)")
+    return (f"warning: --n-jobs {n_jobs} x --threads {per_worker} exceeds the {cores} CPU core(s) available: the "
+            f"threads take turns on the cores, so every trial runs slower (--threads {max(1, cores // n_jobs)} fits)")
+
+
+def tune(cfg: TuneConfig, data: Any = None) -> optuna.Study:
+    """Run the study to cfg.trials counted trials with cfg.n_jobs worker processes (threads shared); `data`: this
+    process's DataSource (or prepared data), loaded once (helper processes load their own).
+
+    Raises StudyInterrupted after a Ctrl-C (the study is kept, and resumes with the same command)."""
     check_storage(cfg.storage_url())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cores = cpu_count()
-    if cfg.threads is None:
-        cfg = replace(cfg, threads=max(1, cores // max(cfg.n_jobs, 1)))
+    cfg = replace(cfg, threads=worker_threads(cfg.n_jobs, cfg.threads))
     study = open_study(cfg)  # create it once before the workers race to
     if cfg.n_jobs <= 1:
-        work(cfg)
+        stop_event = threading.Event()
+        work(cfg, data=data, stop_event=stop_event)
+        if stop_event.is_set():
+            raise StudyInterrupted()
         return study
     ctx = mp.get_context("spawn")
     stop_event = ctx.Event()
@@ -359,14 +414,36 @@ def tune(cfg: TuneConfig) -> optuna.Study:
     for p in helpers:
         p.start()
     try:
-        work(cfg, 0, stop_event=stop_event)
-    except KeyboardInterrupt:
-        stop_event.set()
+        work(cfg, 0, data=data, stop_event=stop_event)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before the first trial)
+        _abort(helpers, stop_event)
         raise
     finally:
+        _join(helpers, stop_event)
+    if stop_event.is_set():
+        raise StudyInterrupted()
+    return study
+
+
+def _join(helpers: list[Any], stop_event: Any) -> None:
+    """Wait for the helper workers (their current trials finish); a Ctrl-C while waiting aborts them."""
+    try:
         for p in helpers:
             p.join()
-    return study
+    except KeyboardInterrupt:
+        _abort(helpers, stop_event)
+        raise
+
+
+def _abort(helpers: list[Any], stop_event: Any) -> None:
+    """End the helpers now: each trial they were running is lost, and retried with its parameters by the next
+    `bench tune` on the study (see the module docstring)."""
+    stop_event.set()
+    for p in helpers:
+        if p.is_alive():
+            p.terminate()
+    for p in helpers:
+        p.join()
 
 
 def best_rows(study: optuna.Study, top: int = 5) -> list[dict[str, Any]]:
