@@ -77,5 +77,5 @@ def test_every_declared_option_round_trips_through_the_stored_record():
     record = json.loads(json.dumps(config.run_record(model, 5), default=str))  # as the store keeps it
     again = ExperimentConfig.from_record(record)
     assert again.data == data and again.eval == evaluation and again.train == train and again.seeds == (5,)
-    for cls, name, default, _ in DECLARED:
+    for _, name, default, _ in DECLARED:
         assert NON_DEFAULT[name] != default, name  # the round trip really carried a value of its own

@@ -82,8 +82,8 @@ def postgres_url():
 
 
 def test_two_workers_on_postgres_finish_exactly_even_after_kill_9_of_one(tmp_path, postgres_url):
-    storage_mod.check_storage(postgres_url)
-    storage = storage_mod.open_storage(postgres_url)  # creates the schema; the test only reads through it
+    storage_mod.check_url(postgres_url)
+    storage = storage_mod.open_url(postgres_url)  # creates the schema; the test only reads through it
     procs = []
     try:
         # two workers, one killed mid-trial: the survivor fails its trial as lost, retries it, finishes 6

@@ -22,7 +22,7 @@ import bench.runner as runner_mod
 import bench.tune.storage as storage_mod
 import bench.tune.study as tuner_mod
 from bench.cli import main
-from bench.tune.storage import check_storage, open_storage
+from bench.tune.storage import check_url, open_url
 from bench.tune.study import counts, finished, lost, open_study, tune, work
 
 posix = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -55,7 +55,7 @@ def test_a_journal_cut_mid_record_drops_that_record_once_and_the_study_finishes(
     path, cfg = journal_with_a_study(tmp_path)
     whole = path.read_bytes()
     path.write_bytes(whole + CUT)
-    check_storage(str(path))  # an unfinished last record is no reason to refuse
+    check_url(str(path))  # an unfinished last record is no reason to refuse
     study = tune(cfg)
     err = capsys.readouterr().err
     assert err.count("dropped its incomplete last record") == 1, err
@@ -69,12 +69,12 @@ def test_a_journal_cut_mid_record_drops_that_record_once_and_the_study_finishes(
 def test_a_live_worker_never_appends_onto_a_record_another_one_was_killed_writing(tmp_path, capsys):
     """The survivors of a killed worker go on writing to the same journal."""
     path, cfg = journal_with_a_study(tmp_path)
-    survivor = optuna.load_study(study_name=cfg.study_name(), storage=open_storage(str(path)))
+    survivor = optuna.load_study(study_name=cfg.study_name(), storage=open_url(str(path)))
     with open(path, "ab") as f:
         f.write(CUT)
     survivor.set_user_attr("after", 1)
     assert CUT not in path.read_bytes()
-    reread = optuna.load_study(study_name=cfg.study_name(), storage=open_storage(str(path)))
+    reread = optuna.load_study(study_name=cfg.study_name(), storage=open_url(str(path)))
     assert reread.user_attrs["after"] == 1 and len(reread.get_trials()) == 1
     assert "dropped its incomplete last record" in capsys.readouterr().err
 
@@ -92,7 +92,7 @@ def test_a_journal_line_that_is_no_record_is_refused_naming_file_line_and_repair
     path.write_bytes(damaged)
     expected = f"line {number} of {path} is not a journal record (damaged file?): remove that line (or restore"
     with pytest.raises(ValueError, match=r"\(damaged file\?\)") as err:
-        check_storage(str(path))
+        check_url(str(path))
     assert expected in str(err.value) and "\n" not in str(err.value)
     no_data_loads(monkeypatch)
     res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "1", *SYNTH, "--no-progress",
@@ -132,13 +132,13 @@ def test_a_hot_journal_left_by_a_killed_writer_is_rolled_back_not_refused(tmp_pa
         writer.wait()
     hot = Path(f"{db}-journal")
     assert hot.stat().st_size > 0  # the state the killed writer left
-    check_storage(url)
+    check_url(url)
     assert not hot.exists()  # rolled back
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall()
     assert optuna.load_study(study_name="kept", storage=url).study_name == "kept"
-    check_storage(f"sqlite:///{tmp_path / 'missing.db'}")
+    check_url(f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()  # checking never creates the file
 
 
@@ -274,7 +274,7 @@ def test_ctrl_c_during_n_jobs_2_stops_after_the_current_trials_with_130_and_conf
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out,
                                 stderr=subprocess.STDOUT)
-    storage = open_storage(url)
+    storage = open_url(url)
     try:
         deadline = time.monotonic() + 120
         while not _a_trial_under_way(storage):

@@ -16,7 +16,7 @@ import bench.runner as runner_mod
 from bench.cli import main
 from bench.config import DataConfig, ExperimentConfig, ModelConfig
 from bench.tune.best import best_params_path, load_best_params, save_best
-from bench.tune.storage import check_storage
+from bench.tune.storage import check_url
 from bench.tune.study import TuneConfig, tune
 
 
@@ -48,7 +48,7 @@ def bad_files(tmp_path):
 def test_bad_storage_is_one_line_naming_the_option_and_what_was_expected(bad_files, url, expected):
     url, expected = url.format(tmp=bad_files), expected.format(tmp=bad_files)
     with pytest.raises(ValueError) as err:
-        check_storage(url)
+        check_url(url)
     message = str(err.value)
     assert expected in message and "\n" not in message and "s3cret" not in message
 
@@ -57,22 +57,22 @@ def test_postgres_without_its_driver_names_the_extra_at_once(monkeypatch):
     """Was ~15 s of retries, then a traceback ("Failed to import DB access module")."""
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
     with pytest.raises(ValueError) as err:
-        check_storage("postgresql://me:s3cret@db.example/optuna")
+        check_url("postgresql://me:s3cret@db.example/optuna")
     message = str(err.value)
     assert message.startswith("--storage postgresql://me:***@db.example/optuna: the postgresql driver psycopg is "
                               'not installed: pip install "deepfm-bench[postgres]"')
     assert "s3cret" not in message
     monkeypatch.setitem(sys.modules, "psycopg2", None)
     with pytest.raises(ValueError, match=r'psycopg2.*or use postgresql:// with pip install "deepfm-bench\[postgres'):
-        check_storage("postgresql+psycopg2://db/optuna")
+        check_url("postgresql+psycopg2://db/optuna")
 
 
 @pytest.mark.parametrize("url", [None, "sqlite:///{tmp}/new.db", "{tmp}/study.journal", "{tmp}/study.log"])
 def test_good_storage_passes(tmp_path, url):
-    check_storage(url.format(tmp=tmp_path) if url else None)
+    check_url(url.format(tmp=tmp_path) if url else None)
     sqlite_url = f"sqlite:///{tmp_path / 'made.db'}"
     optuna.create_study(storage=sqlite_url, study_name="s")  # an existing Optuna database passes too
-    check_storage(sqlite_url)
+    check_url(sqlite_url)
 
 
 def test_tune_checks_storage_before_loading_data_or_creating_anything(tmp_path, monkeypatch):

@@ -110,7 +110,7 @@ def test_a_live_worker_whose_trial_was_declared_lost_goes_on(tmp_path, monkeypat
             (running,) = other.get_trials(states=(TrialState.RUNNING,))
             storage_mod._mark_lost(other._storage, [running._trial_id])
             other._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
-            storage_mod._retry_lost(other, other._storage.get_trial(running._trial_id))
+            storage_mod.retry_lost(other, other._storage.get_trial(running._trial_id))
         return original(model, data, train_cfg, evaluation, device, on_epoch=on_epoch)
 
     monkeypatch.setattr(tuner_mod, "train", declared_lost_meanwhile)
@@ -204,7 +204,7 @@ def assert_exactly(study: optuna.Study, trials: int, killed: set[int]) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_kill_9_of_one_worker_mid_trial_the_survivor_retries_it_and_finishes_exactly(tmp_path, kind):
     url = storage_url(tmp_path, kind)
-    storage = storage_mod.open_storage(url)  # created before the workers: the test only reads through it
+    storage = storage_mod.open_url(url)  # created before the workers: the test only reads through it
     cmd = tune_cmd(tmp_path, url, 6)
     victim, survivor = (start(cmd, tmp_path / f"worker{i}.log") for i in range(2))
     try:
@@ -227,7 +227,7 @@ def test_kill_9_of_one_worker_mid_trial_the_survivor_retries_it_and_finishes_exa
 
 def test_n_jobs_helpers_exit_when_the_parent_is_killed_and_a_rerun_finishes_exactly(tmp_path):
     url = storage_url(tmp_path, "sqlite")
-    storage = storage_mod.open_storage(url)
+    storage = storage_mod.open_url(url)
     parent = start(tune_cmd(tmp_path, url, 4, "--n-jobs", "2"), tmp_path / "parent.log")
     try:
         helper_trials = wait_for(lambda: mid_trial(storage, lambda pid: pid != parent.pid), 120,
@@ -257,8 +257,8 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 import optuna
 from optuna.trial import TrialState
-from bench.tune.storage import open_storage
-storage = open_storage({url!r})
+from bench.tune.storage import open_url
+storage = open_url({url!r})
 study = optuna.load_study(study_name="queue", storage=storage)
 waiting = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
 while not Path({go!r}).exists():
@@ -271,7 +271,7 @@ def test_two_workers_racing_for_queued_trials_take_each_exactly_once(tmp_path):
     """What two workers do with a new study's queued untuned trial, 60 times over: each queued trial is taken
     (WAITING -> RUNNING) by exactly one of them. Optuna's own read-then-write let both take one on SQLite."""
     url = f"sqlite:///{tmp_path / 'queue.db'}"
-    study = optuna.create_study(study_name="queue", storage=storage_mod.open_storage(url))
+    study = optuna.create_study(study_name="queue", storage=storage_mod.open_url(url))
     for x in range(60):
         study.enqueue_trial({"x": x})
     go = tmp_path / "go"

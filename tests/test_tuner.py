@@ -89,7 +89,7 @@ def test_two_worker_processes_share_one_study_exactly(tmp_path, storage):
                for _ in range(2)]
     outs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outs
-    study = optuna.load_study(study_name="shared-fm-cpu", storage=storage_mod.open_storage(url))
+    study = optuna.load_study(study_name="shared-fm-cpu", storage=storage_mod.open_url(url))
     real = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
     assert len(real) == 6 and all(t.state == TrialState.COMPLETE for t in real)
     # no configuration was trained twice, and no trial was left behind running

@@ -100,7 +100,7 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
     from bench.device import resolve_device
     from bench.results.store import check_results_dir, check_writable_file
     from bench.tune.best import save_best
-    from bench.tune.storage import check_storage
+    from bench.tune.storage import check_url
     from bench.tune.study import TuneConfig, best_rows, oversubscribed, summary
     from bench.tune.study import tune as run_study
 
@@ -111,7 +111,7 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
     bars = progress_mode(kw.pop("progress"))[0]
     data_cfg, train_cfg, eval_cfg = experiment_parts(kw)
     guard(lambda: check_results_dir(results_dir))
-    guard(lambda: check_storage(storage))
+    guard(lambda: check_url(storage))
     if output:
         guard(lambda: check_writable_file(output, "--output"))
     experiment = guard(lambda: ExperimentConfig(

@@ -49,14 +49,14 @@ def save_best(study: optuna.Study, cfg: Any, confirmed: Any = None) -> Path:
         "model": best.user_attrs.get("registry_model", cfg.model.plugin), "tuned_as": cfg.model.name,
         "dataset": cfg.experiment.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
         "trial": best.number, "study": cfg.study_name(), "device": cfg.device,
-        "storage": portable_storage(cfg.storage_url(), cfg.results_dir),
+        "storage": portable_url(cfg.storage_url(), cfg.results_dir),
         "params": json.loads(best.user_attrs["run_params"]), **extra,
     }
     path = best_params_path(cfg.results_dir, cfg.experiment.data, cfg.model.name)
     return write_atomic(path, json.dumps(payload, indent=2))
 
 
-def portable_storage(url: str, results_dir: str | Path) -> str:
+def portable_url(url: str, results_dir: str | Path) -> str:
     """A SQLite or journal storage under the results dir, named relative to it ('optuna.db'); others as given
     with the password hidden."""
     path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") or "://" not in url else None

@@ -1,4 +1,5 @@
-"""Where studies live, checked before use, with heartbeats so that no trial is lost when a worker dies.
+"""Where studies live, checked before use, with heartbeats so that no trial is lost when a worker dies; and the
+one module that touches Optuna's private internals.
 
 A database URL (SQLite by default, PostgreSQL when many machines share a study) or a journal file. Every
 running trial sends a heartbeat every HEARTBEAT_S seconds; the first worker that sees one silent for GRACE_S
@@ -6,10 +7,16 @@ seconds fails it with the reason (user attrs `lost`, `fail_reason`) and queues i
 parameters (a WAITING trial, `retry_of` its number; one killed before it drew any is not: a new trial takes its
 place). A trial lost MAX_RETRIES + 1 times (its configuration may be what kills the worker, e.g. the kernel's
 out-of-memory killer) is failed for good.
+
+Optuna's internals used here, and only here (the rest of `bench.tune` uses its public API): the heartbeat base
+class and the RDB storage's stale-trial hook, its table models and scoped sessions (a queued trial claimed by
+one conditional UPDATE), and the journal file's lock. Tested with Optuna 4.5.0 and 5.1.0, the ends of the
+range pyproject.toml allows (CI runs the tuner's tests at both); a release outside it may change them.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -50,7 +57,7 @@ STORAGE_HELP = ("expected a database URL such as sqlite:///path/optuna.db or pos
                 "or a journal file path ending .journal or .log")
 
 
-def check_storage(url: str | None) -> None:
+def check_url(url: str | None) -> None:
     """Refuse a --storage that cannot work, in one line, before any data loads or trial runs.
 
     Garbage, an unknown database, an in-memory SQLite database (each process would get its own), a file in a
@@ -265,7 +272,7 @@ def _has_parameters(trial: FrozenTrial) -> bool:
     return bool(trial.params or trial.system_attrs.get("fixed_params"))
 
 
-def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
+def retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a lost trial again with its parameters, and those it was queued with, as the untuned trial if it was
     (Optuna's heartbeat-stale callback). One killed before it had any is not: a new trial takes its place."""
     if not trial.user_attrs.get("lost") or not _has_parameters(trial):
@@ -278,14 +285,19 @@ def _retry_lost(study: optuna.Study, trial: FrozenTrial) -> None:
         system_attrs={"failed_trial": history[0], "retry_history": history, **queued}))  # as RetryFailedTrialCallback
 
 
+# the heartbeat-stale callback's keyword: `failed_trial_callback` until Optuna 4.9 renamed it
+_STALE_CALLBACK = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+                   inspect.signature(optuna.storages.RDBStorage.__init__).parameters else "failed_trial_callback")
+
+
 class _RDBStorage(optuna.storages.RDBStorage):
     """Optuna's heartbeat (timed by the database's clock), plus: the reason recorded on each lost trial, a
     trial whose worker died before its first heartbeat is found too, and a queued trial is taken by exactly
     one worker (`_claim`)."""
 
     def __init__(self, url: str, **kw: Any) -> None:
-        super().__init__(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                         heartbeat_stale_trial_callback=_retry_lost, **kw)
+        super().__init__(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **{_STALE_CALLBACK: retry_lost},
+                         **kw)
         self._silence = _Silence()
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
@@ -355,10 +367,12 @@ class _JournalStorage(optuna.storages.JournalStorage, BaseHeartbeat):
         return HEARTBEAT_S
 
     def get_heartbeat_stale_trial_callback(self) -> Any:
-        return _retry_lost
+        return retry_lost
+
+    get_failed_trial_callback = get_heartbeat_stale_trial_callback  # its name before Optuna 4.9
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_url(url: str) -> optuna.storages.BaseStorage:
     """A journal file (path ending .log/.journal), else an RDB URL; both with heartbeats for lost trials.
 
     Workers starting together race to create the RDB schema; the loser retries once it exists.

@@ -45,7 +45,7 @@ from bench.eval.evaluator import evaluate
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
 from bench.tune.space import interaction_combos, trial_params, untuned_params
-from bench.tune.storage import GRACE_S, HEARTBEAT_S, _retry_lost, check_storage, open_storage, worker_id
+from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_url, open_url, retry_lost, worker_id
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -93,7 +93,7 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if cfg.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup, n_warmup_steps=2)
-    options = {"storage": open_storage(cfg.storage_url()), "study_name": cfg.study_name(), "direction": "maximize",
+    options = {"storage": open_url(cfg.storage_url()), "study_name": cfg.study_name(), "direction": "maximize",
                "pruner": pruner, "sampler": optuna.samplers.TPESampler(seed=None)}
     try:  # the storage creates a name once: of workers starting together, exactly one creates the study
         study, created = optuna.create_study(**options, load_if_exists=False), True
@@ -220,19 +220,24 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
 
 def _one_trial(study: optuna.Study, cfg: TuneConfig, data: Any, device: Any) -> int:
     """Run one trial (a queued retry first); 1 if it was a real one, 0 if a surplus or declared lost meanwhile."""
-    state: dict[str, Any] = {"surplus": False, "trial_id": None}
+    state: dict[str, Any] = {"surplus": False, "number": None}
     try:
         study.optimize(lambda trial: _objective(study, trial, cfg, data, device, state), n_trials=1,
                        catch=CATCH, gc_after_trial=False, show_progress_bar=False)
     except (UpdateFinishedTrialError, ValueError):  # Optuna's "Cannot tell a FAIL trial"
-        if state["trial_id"] is None or not study._storage.get_trial(state["trial_id"]).user_attrs.get("lost"):
+        if state["number"] is None or not _frozen(study, state["number"]).user_attrs.get("lost"):
             raise
-        number = study._storage.get_trial(state["trial_id"]).number
+        number = state["number"]
         print(f"trial {number} of this worker ({worker_id()}) was declared lost by another worker after "
               f"{GRACE_S} s without its heartbeat (was this process stopped?); its result is dropped and it is "
               "retried", file=sys.stderr, flush=True)
         return 0
     return 0 if state["surplus"] else 1
+
+
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    """The study's trial `number` as it is stored now."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def _sleep(seconds: float, stop: _Stop) -> None:
@@ -277,7 +282,7 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: Any, device: Any,
                state: dict[str, Any]) -> float:
     """Train one configuration; the best validation value of cfg.objective over its epochs."""
-    state["trial_id"] = trial._trial_id
+    state["number"] = trial.number
     trial.set_user_attr("worker", worker_id())  # first: a running trial without it is found lost (_RDBStorage)
     if _real_trials_before(study, trial.number) >= cfg.trials:
         # another worker took the budget's last trial at the same moment: close this one unrun, uncounted
@@ -334,7 +339,7 @@ def _interrupted(study: optuna.Study, trial: optuna.Trial, exc: KeyboardInterrup
         trial.set_user_attr("lost", True)
         trial.set_user_attr("fail_reason", f"lost: interrupted ({interrupt_reason(exc)}); retried with the same "
                                            "parameters")
-        _retry_lost(study, study._storage.get_trial(trial._trial_id))
+        retry_lost(study, _frozen(study, trial.number))
     except (UpdateFinishedTrialError, KeyError):
         pass  # declared lost by another worker meanwhile, and queued again by it
 
@@ -397,7 +402,7 @@ def tune(cfg: TuneConfig, data: Any = None) -> optuna.Study:
     process's DataSource (or prepared data), loaded once (helper processes load their own).
 
     Raises StudyInterrupted after a Ctrl-C (the study is kept, and resumes with the same command)."""
-    check_storage(cfg.storage_url())
+    check_url(cfg.storage_url())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = replace(cfg, threads=worker_threads(cfg.n_jobs, cfg.threads))
     study = open_study(cfg)  # create it once before the workers race to
