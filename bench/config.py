@@ -31,11 +31,12 @@ from bench.text import has_control
 
 THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
 HISTORY = 10  # positives in the history of a `NAME+history` model when --history does not say
-HISTORY_POOLINGS = ("mean", "recency")
+HISTORY_ORDERS = ("time", "shuffled")
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
 PROTOCOLS = ("full", "sampled")
 SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("adam", "lazy_adam")
+LOSSES = ("bce", "sampled_softmax", "softmax")
 EMBED_DIMS = (8, 16, 32, 64)  # the tuner's choices of the embedding dim
 
 
@@ -108,6 +109,7 @@ class Option:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     flag: str = ""  # the flag's name where it is not the field's ("sampler-opt" for sampler_options)
+    aliases: tuple[str, ...] = ()  # older spellings of the flag, still taken
     path: bool = False  # a folder on this machine
     envvar: str | None = None
     plugin: str | None = None  # the registry kind a value names (checked there: unknown names list the known)
@@ -201,7 +203,14 @@ class DataConfig:
     min_interactions: int = option(MIN_INTERACTIONS, "users with fewer positives go to train only", low=2)
     history: int = option(0, "the user's last N earlier positives as a feature, for every model (0: none); a model "
                              f"named NAME+history gets it alone (N, or {HISTORY} when N is 0)", low=0)
-    history_pooling: str = option("mean", "how the history's items are pooled", choices=HISTORY_POOLINGS)
+    history_encoder: str = option("mean", "how a model reads the history: a history encoder plugin (bench list "
+                                          "history_encoder: mean, recency, target, transformer, gru)",
+                                  plugin="history_encoder", aliases=("--history-pooling",))
+    history_options: dict[str, Any] = option({}, "the history encoder's own option, e.g. layers=2 for transformer "
+                                                 "(repeatable)", flag="history-opt")
+    history_order: str = option("time", "time: the window holds the last L earlier positives; shuffled: L of the "
+                                        "earlier positives in a random (seeded) order, a control for whether order "
+                                        "matters", choices=HISTORY_ORDERS)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -249,6 +258,10 @@ class TrainConfig:
     val_users: int = option(0, "early stopping ranks a fixed subset of this many validation users (0: all)", low=0)
     optimizer: str = option("adam", "adam, or lazy_adam: Adam on the looked-up embedding rows only (large tables)",
                             choices=OPTIMIZERS)
+    loss: str = option("bce", "bce: each positive and negative row on its own; sampled_softmax: a softmax over each "
+                              "positive and its negatives; softmax: over every item (models that score all items of "
+                              "a batch at once: sasrec, gru4rec, pair-scoring FeatureEmbedding models)",
+                       choices=LOSSES)
     deterministic: bool = option(False, "torch's deterministic algorithms: a CUDA run repeats bit for bit (CPU "
                                         "runs always do)")
     seed: int = 0  # each run's own, from --seeds
@@ -264,7 +277,7 @@ class TrainConfig:
 
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # what --set train.KEY may name
-DATA_KEYS = ("history", "history_pooling")  # data options a model may set for itself
+DATA_KEYS = ("history", "history_encoder", "history_options", "history_order")  # data options a model may set
 
 
 def make_sampler(config: TrainConfig) -> Any:
@@ -301,7 +314,7 @@ class ModelConfig:
     embed_dim: int = 16
     params: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters
     train: dict[str, Any] = field(default_factory=dict)  # training options overriding the experiment's
-    data: dict[str, Any] = field(default_factory=dict)  # data options of its own (history, history_pooling)
+    data: dict[str, Any] = field(default_factory=dict)  # data options of its own (DATA_KEYS: the history's)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or has_control(self.name):
@@ -321,26 +334,30 @@ class ModelConfig:
     def with_params(self, params: Mapping[str, Any]) -> "ModelConfig":
         """This model with flat `params` applied: training options to `train`, `embed_dim` (or its old name
         `fm_dim`) to the dim, everything else to the model's own options."""
-        params = dict(params)
-        if "fm_dim" in params:
-            params.setdefault("embed_dim", params.pop("fm_dim"))
+        params = _renamed(dict(params))
         train = {k: params.pop(k) for k in list(params) if k in TRAIN_KEYS}
         data = {k: params.pop(k) for k in list(params) if k in DATA_KEYS}
+        encoder = {k.partition(".")[2]: params.pop(k) for k in list(params) if k.startswith("history.")}
+        if encoder:  # the history encoder's own knobs, as its search space names them: "history.layers"
+            data["history_options"] = {**self.data.get("history_options", {}), **data.get("history_options", {}),
+                                       **encoder}
         embed_dim = params.pop("embed_dim", self.embed_dim)
         return replace(self, embed_dim=embed_dim, params={**self.params, **params}, train={**self.train, **train},
                        data={**self.data, **data})
 
     @property
     def wants_history(self) -> bool:
-        """Labelled NAME+history: the model with the user's history as a feature."""
-        return "+history" in self.name
+        """Labelled NAME+history, or a model that reads nothing else (`needs_history`, e.g. sasrec)."""
+        return "+history" in self.name or bool(getattr(registry.get("model", self.plugin), "needs_history", 0))
 
     def data_config(self, base: DataConfig) -> DataConfig:
-        """The data this model trains and is tested on: the experiment's, with its own data options; a
-        NAME+history model gets a history of --history positives, or HISTORY when that is 0."""
+        """The data this model trains and is tested on: the experiment's, with its own data options; a model
+        that wants history gets a history of --history positives, or when that is 0 the length its plugin
+        declares (`needs_history`), else HISTORY."""
         data = dict(self.data)
         if self.wants_history and not data.get("history"):
-            data["history"] = base.history or HISTORY
+            declared = getattr(registry.get("model", self.plugin), "needs_history", 0)
+            data["history"] = base.history or declared or HISTORY
         return replace(base, **data)
 
     def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
@@ -380,14 +397,25 @@ class ExperimentConfig:
         """The one-model, one-seed experiment a stored run record describes."""
         train = dict(record["train"])
         seed = train.pop("seed", record.get("seed", 0))
-        model = dict(record["model"])
-        if "fm_dim" in model:
-            model.setdefault("embed_dim", model.pop("fm_dim"))
+        model = _renamed(dict(record["model"]))
         evaluation = dict(record["eval"])
         evaluation["ks"] = tuple(evaluation["ks"])
-        return cls(data=DataConfig(**record["data"]), train=TrainConfig(**train), eval=EvalConfig(**evaluation),
+        return cls(data=DataConfig(**_renamed(dict(record["data"]))), train=TrainConfig(**train),
+                   eval=EvalConfig(**evaluation),
                    models=(ModelConfig(**{**model, "train": {}, "data": {}}),), seeds=(seed,),
                    device=record.get("device", "auto"))
+
+
+RENAMED = {"fm_dim": "embed_dim", "history_pooling": "history_encoder"}  # old names stored runs and files still use
+
+
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    """Options under their current names (a stored run or a tuned-params file may use an older one)."""
+    for old, new in RENAMED.items():
+        if old in values:
+            values.setdefault(new, values.pop(old))
+        values.pop(old, None)
+    return values
 
 
 def apply_sets(models: tuple[ModelConfig, ...], items: Sequence[str]) -> tuple[ModelConfig, ...]:

@@ -64,7 +64,8 @@ def load_frames(config: DataConfig) -> DatasetFrames:
 
 def prepare_data(frames: DatasetFrames, config: DataConfig) -> InteractionData:
     data = prepare(frames, threshold=config.threshold, min_interactions=config.min_interactions,
-                   history=config.history, history_pooling=config.history_pooling)
+                   history=config.history, history_encoder=config.history_encoder,
+                   history_options=config.history_options, history_order=config.history_order)
     data.name = config.label()
     check_split(data, config)
     return data
@@ -148,9 +149,17 @@ def check_models(config: ExperimentConfig, spec: FeatureSpec | None = None) -> N
 
 
 def check_on_data(config: ExperimentConfig, source: "DataSource") -> None:
-    """Every model built on its real feature spec (the data loaded and prepared), before any trains."""
+    """Every model built on its real feature spec (the data loaded and prepared), before any trains; a model
+    asked to train with a softmax over every item must be able to score them all at once."""
     for model in config.models:
-        check_models(replace(config, models=(model,)), source.get(model.data_config(config.data)).spec)
+        spec = source.get(model.data_config(config.data)).spec
+        check_models(replace(config, models=(model,)), spec)
+        if model.train_config(config.train, 0).loss == "softmax":
+            built = create_model(model.plugin, spec, model.embed_dim, **model.params)
+            if built.trainable and not built.all_items:
+                raise ValueError(f"model {model.name}: --loss softmax needs a model that scores every item of a batch "
+                                 "at once (sasrec, gru4rec, or one whose layers all score pairs from the two sides); "
+                                 "use --loss sampled_softmax")
 
 
 def check_config(config: ExperimentConfig) -> None:

@@ -81,6 +81,12 @@ def small_data():
     return prepare(frames, threshold=4.0, min_interactions=3)
 
 
+@pytest.fixture(scope="session")
+def small_frames():
+    """Small synthetic frames (ML-100K schema), not yet prepared: for tests that prepare them their own way."""
+    return registry.create("dataset", "synthetic", n_users=40, n_items=60, n_interactions=1500, seed=3).load()
+
+
 def benchmark_training_step(benchmark, logits, labels, optimizer) -> None:
     """Time one BCE training step (`logits()` -> (B,)) after checking that 20 steps lower the loss: the timed
     step really trains."""

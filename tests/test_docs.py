@@ -42,7 +42,36 @@ def test_every_python_block_of_the_plugin_guide_is_tested():
     """A new example must get a test here: each block defines one of the classes the tests below execute."""
     blocks = re.findall(r"```python\n(.*?)```", PLUGIN_GUIDE.read_text(), flags=re.S)
     defined = sorted(name for b in blocks for name in re.findall(r"^class (\w+)\(", b, flags=re.M))
-    assert defined == sorted(["MyDeepFM", "CoCounts", "InnerProducts", "HashEncoder", "EasyNegatives", "JsonLines"])
+    assert defined == sorted(["MyDeepFM", "CoCounts", "InnerProducts", "HashEncoder", "EasyNegatives", "JsonLines",
+                              "MaxPooling"])
+
+
+def test_the_history_encoder_example_reads_the_window_trains_and_is_swept(small_frames):
+    encoder_cls = example("MaxPooling")["MaxPooling"]
+    with registry.isolated():
+        registry.register("history_encoder", "docs-max")(encoder_cls)
+        made = registry.create("history_encoder", "docs-max", dim=4, length=3)
+        history, mask = torch.randn(2, 3, 4), torch.tensor([[False, True, True], [False, False, False]])
+        out = made(history, mask)
+        assert torch.allclose(out[0], made.map(history[0, 1:]).max(0).values) and torch.equal(out[1], torch.zeros(4))
+        data = prepare(small_frames, history=5, history_encoder="docs-max", history_options={"bias": False})
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("deepfm", embed_dim=8), data)
+        assert model.embedding.user.bags[0].encoder.map.bias is None  # its option reached it
+        train(model, data, TrainConfig(epochs=1, batch_size=256), EvalConfig(), torch.device("cpu"))
+        model.eval()
+        user_x = data.user_rows()(torch.from_numpy(data.test.states[:4]))
+        with torch.no_grad():
+            torch.testing.assert_close(model.score_all(user_x, data.item_features),
+                                       score_every_pair(model, user_x, data.item_features))
+        from bench.tune.space import trial_params
+
+        params = trial_params(optuna.trial.FixedTrial({"lr": 1e-3, "weight_decay": 1e-5, "num_negatives": 2,
+                                                        "batch_size": 256, "embed_dim": 8, "history": 5,
+                                                        "history_encoder": "docs-max", "history.bias": False,
+                                                        "mlp": "64,32", "dropout": 0.1}),
+                              "deepfm", ("history",))[1]
+        assert params["history_encoder"] == "docs-max" and params["history.bias"] is False
 
 
 def test_the_model_example_trains_and_ranks_like_a_built_in(small_data):

@@ -12,7 +12,6 @@ import registry
 from bench.config import EvalConfig, ModelConfig, TrainConfig
 from bench.data.pipeline import prepare
 from bench.data.types import ColumnSchema, DatasetFrames
-from bench.nn.embedding import pooling_weights
 from bench.nn.model import known_matrix
 from bench.runner import build_model
 from bench.train.trainer import train
@@ -83,11 +82,6 @@ def test_every_row_of_a_synthetic_dataset_matches_a_brute_force_history(small_fr
             assert raw_history(data, split, row) == earlier.item_id.tolist()[-5:], (split, user, item)
 
 
-@pytest.fixture(scope="module")
-def small_frames():
-    return registry.create("dataset", "synthetic", n_users=40, n_items=60, n_interactions=1500, seed=3).load()
-
-
 def test_fitted_models_know_exactly_what_the_history_rule_allows():
     data = prepare(frames(ROWS), history=0)
     by_user = {data.user_ids[u]: r for r, u in enumerate(data.test.users)}
@@ -113,9 +107,9 @@ def test_the_history_shares_the_item_tables_one_parameter_tensor(small_frames):
 
 
 @pytest.mark.parametrize("name", ["fm", "deepfm", "xdeepfm", "autoint"])
-@pytest.mark.parametrize("pooling", ["mean", "recency"])
-def test_full_ranking_with_history_equals_pairwise_scoring(small_frames, name, pooling):
-    data = prepare(small_frames, history=4, history_pooling=pooling)
+@pytest.mark.parametrize("encoder", ["mean", "recency", "target", "transformer", "gru"])
+def test_full_ranking_with_history_equals_pairwise_scoring(small_frames, name, encoder):
+    data = prepare(small_frames, history=4, history_encoder=encoder)
     torch.manual_seed(0)
     model = build_model(ModelConfig(name, embed_dim=8), data)
     train(model, data, TrainConfig(epochs=1, batch_size=128), EvalConfig(), torch.device("cpu"))
@@ -128,7 +122,8 @@ def test_full_ranking_with_history_equals_pairwise_scoring(small_frames, name, p
 
 
 def test_recency_pooling_weighs_the_last_items_most_and_ignores_padding():
-    w = pooling_weights(torch.tensor([[0, 0, 5, 7], [3, 4, 5, 6], [0, 0, 0, 0]]))
+    w = registry.create("history_encoder", "recency", dim=4, length=4).bag_weights(
+        torch.tensor([[0, 0, 5, 7], [3, 4, 5, 6], [0, 0, 0, 0]]))
     assert w[0, :2].sum() == 0 and torch.isclose(w[0].sum(), torch.tensor(1.0)) and w[0, 3] > w[0, 2]
     assert (w[1].diff() > 0).all() and w[2].sum() == 0
 

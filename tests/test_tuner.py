@@ -183,7 +183,7 @@ def test_a_new_study_tries_the_untuned_configuration_first_and_bench_run_would_t
     model = ModelConfig("deepfm+history")
     params = untuned_params(model, TrainConfig(lr=2e-3), DataConfig())
     assert params == {"lr": 2e-3, "weight_decay": 1e-5, "num_negatives": 4, "batch_size": 256, "embed_dim": 16,
-                      "history": 10, "history_pooling": "mean", "mlp": "128,64,32", "dropout": 0.2}
+                      "history": 10, "mlp": "128,64,32", "dropout": 0.2}
     applied = model.with_params(params)  # what the trial trains is what bench run trains
     assert applied.train_config(TrainConfig(lr=2e-3), 1) == model.train_config(TrainConfig(lr=2e-3), 1)
     assert applied.data_config(DataConfig()) == model.data_config(DataConfig())

@@ -75,19 +75,19 @@ def declared_options(config_class: Any) -> list[Callable]:
     its default, help and type all come from the one declaration; the values are checked by the class."""
     made = []
     for name, default, spec in options_of(config_class):
-        flag = f"--{spec.flag_name(name)}"
+        flag = (f"--{spec.flag_name(name)}", *spec.aliases)
         if spec.kind is dict:
-            made.append(click.option(flag, name, multiple=True, callback=key_values, metavar="KEY=VALUE",
+            made.append(click.option(*flag, name, multiple=True, callback=key_values, metavar="KEY=VALUE",
                                      help=spec.help))
         elif spec.kind is tuple:
-            made.append(click.option(flag, name, default=",".join(map(str, default)), show_default=True,
+            made.append(click.option(*flag, name, default=",".join(map(str, default)), show_default=True,
                                      callback=comma_option(int), help=spec.help))
         elif spec.kind is bool:
-            made.append(click.option(flag, name, is_flag=True, default=default, help=spec.help))
+            made.append(click.option(*flag, name, is_flag=True, default=default, help=spec.help))
         else:
             kind = (click.Choice(spec.choices) if spec.choices else click.Path(file_okay=False) if spec.path
                     else {int: click.INT, float: click.FLOAT}.get(spec.kind, click.STRING))
-            made.append(click.option(flag, name, type=kind, default=default, show_default=default is not None,
+            made.append(click.option(*flag, name, type=kind, default=default, show_default=default is not None,
                                      envvar=spec.envvar, help=spec.help))
     return made
 

@@ -8,10 +8,9 @@ unknown/padding and embeds to exactly zero. Field order is user fields, then ite
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Iterable
+from typing import Any, Iterable
 
 SIDES = ("user", "item")
-POOLINGS = ("mean", "recency")
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,8 @@ class FieldSpec:
     column: int = 0  # first column in the side's feature matrix
     is_id: bool = False  # the user id or item id field (NeuMF, MostPop use only these)
     shares: str | None = None  # embed with another field's table (history shares item_id's)
-    pooling: str = "mean"  # multi-valued: mean of the values, or recency-weighted (the last ones count most)
+    pooling: str = "mean"  # multi-valued: the history encoder plugin that reads its values (mean, recency, ...)
+    options: tuple[tuple[str, Any], ...] = ()  # that encoder's own options, as (name, value) pairs
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -34,8 +34,9 @@ class FieldSpec:
             raise ValueError(f"field {self.name!r}: vocab_size must count index 0 and >= 1 value")
         if self.max_len < 1 or (not self.multi_valued and self.max_len != 1):
             raise ValueError(f"field {self.name!r}: single-valued fields take exactly one column")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"field {self.name!r}: pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if not isinstance(self.pooling, str) or not self.pooling:
+            raise ValueError(f"field {self.name!r}: pooling must name a history encoder, got {self.pooling!r}")
+        object.__setattr__(self, "options", tuple((str(k), v) for k, v in dict(self.options).items()))
         if self.shares is not None and not self.multi_valued:
             raise ValueError(f"field {self.name!r}: only a multi-valued field may share another's table")
 

@@ -10,6 +10,7 @@ so encoding a raw id *is* finding its row (row 0: all zeros, unknown).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,13 +37,14 @@ class _EncodedSide:
 
 
 def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interactions: int = MIN_INTERACTIONS,
-            field_dims: dict[str, int] | None = None, history: int = 0,
-            history_pooling: str = "mean") -> InteractionData:
+            field_dims: dict[str, int] | None = None, history: int = 0, history_encoder: str = "mean",
+            history_options: dict[str, Any] | None = None, history_order: str = "time") -> InteractionData:
     """Encode, split and index a dataset; see the module docstring for which users and items are kept.
 
     `history` > 0 adds the user-side field `history`: the user's last `history` positives strictly earlier
-    than the row's interaction, most recent last, embedded with the item id's table and pooled by
-    `history_pooling` (see `UserStates`)."""
+    than the row's interaction, most recent last (with `history_order="shuffled"`: `history` of them in a
+    seeded random order), embedded with the item id's table and read by the history encoder plugin
+    `history_encoder` with its `history_options` (see `UserStates`, `bench.nn.history`)."""
     if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
         raise ValueError(f"--history: expected a number of positives >= 0, got {history!r}")
     _check_schema(frames)
@@ -59,7 +61,7 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
     users = user_enc.transform(positives["user_id"])
     items = item_enc.transform(positives["item_id"])
     split = positives["split"].to_numpy()
-    states, state_of = user_states(users, items, positives["timestamp"].to_numpy(), n_users, history)
+    states, state_of = user_states(users, items, positives["timestamp"].to_numpy(), n_users, history, history_order)
     if history:
         history = states.length = _history_window(states, history)
     train, val, test = (Pairs(users[split == s], items[split == s], state_of[split == s]) for s in (TRAIN, VAL, TEST))
@@ -86,13 +88,14 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         "n_seen": seen_csr.nnz,
         "n_states": len(states) - 1,
         "history": history,
+        "history_order": history_order,
         "checksum": _checksum(users, items, positives["timestamp"].to_numpy(), split),
     }
     user_features = _feature_matrix(spec, "user", sides["user"])
     if history:
         spec = FeatureSpec([*spec.fields, FieldSpec(
             "history", "user", n_items, multi_valued=True, max_len=history, column=user_features.shape[1],
-            shares=ID_COLUMNS["item"], pooling=history_pooling)])
+            shares=ID_COLUMNS["item"], pooling=history_encoder, options=tuple((history_options or {}).items()))])
     return InteractionData(
         spec=spec,
         user_features=user_features,
@@ -143,7 +146,7 @@ def _history_window(states: UserStates, history: int) -> int:
 
 
 def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int,
-                length: int) -> tuple[UserStates, np.ndarray]:
+                length: int, order: str = "time") -> tuple[UserStates, np.ndarray]:
     """The states of positives sorted by (user, time, file position), and each positive's state row.
 
     A positive's history ends (exclusive) at the first positive of its user in its second: positives in the
@@ -166,8 +169,20 @@ def user_states(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_
         sequence=torch.from_numpy(np.asarray(items, dtype=np.int64)),
         begin=torch.from_numpy(begin),
         length=int(length),
+        order_keys=None if order == "time" else shuffle_keys(n),
     )
     return states, state_of.astype(np.int64) + 1
+
+
+SHUFFLE_SEED = 0  # --history-order shuffled: the same random order in every run, whatever its seed
+
+
+def shuffle_keys(n: int) -> torch.Tensor:
+    """A fixed random key per positive: a shuffled window holds the strictly-earlier positives with the smallest
+    keys, in key order (`UserStates.history`)."""
+    if n and n > 0:
+        return torch.rand(n, generator=torch.Generator().manual_seed(SHUFFLE_SEED))
+    return torch.zeros(0)
 
 
 def _check_schema(frames: DatasetFrames) -> None:

@@ -150,6 +150,7 @@ class UserStates:
     sequence: torch.Tensor | None = None  # (n_positives,) int64 item rows
     begin: torch.Tensor | None = None  # (n_users + 1,) int64 start of each user's run in `sequence`
     length: int = 0  # history columns of a user row (the history field's max_len; 0: none)
+    order_keys: torch.Tensor | None = None  # (n_positives,) a random key per positive: the shuffled-order control
 
     def __len__(self) -> int:
         return len(self.user)
@@ -158,18 +159,43 @@ class UserStates:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        return UserStates(move(self.user), move(self.end), move(self.sequence), move(self.begin), self.length)
+        return UserStates(move(self.user), move(self.end), move(self.sequence), move(self.begin), self.length,
+                          move(self.order_keys))
 
     def history(self, states: torch.Tensor) -> torch.Tensor:
         """(B, length) item rows of each state's last `length` earlier positives, most recent last, 0-padded
-        at the front."""
+        at the front; with `order_keys` (the shuffled-order control), `length` of its earlier positives (those
+        with the smallest keys) in key order instead."""
         if self.length == 0 or self.sequence is None:
             return torch.zeros(len(states), self.length, dtype=torch.long, device=states.device)
         end = self.end[states].unsqueeze(1)
         start = self.begin[self.user[states]].unsqueeze(1)
+        if self.order_keys is not None:
+            return self._shuffled(start.squeeze(1), end.squeeze(1))
         positions = end - self.length + torch.arange(self.length, device=states.device)
         inside = positions >= start
         return torch.where(inside, self.sequence[positions.clamp(min=0)], torch.zeros_like(positions))
+
+    def _shuffled(self, start: torch.Tensor, end: torch.Tensor, rows_at_once: int = 1 << 22) -> torch.Tensor:
+        """Each row's `length` earlier positives with the smallest `order_keys`, the smallest last, 0-padded at
+        the front. Rows are taken in slices so a slice's (rows, longest past) keys stay bounded."""
+        out = torch.zeros(len(start), self.length, dtype=torch.long, device=start.device)
+        past = end - start
+        if len(start) == 0 or int(past.max()) == 0:
+            return out
+        longest = int(past.max())
+        step = max(1, rows_at_once // longest)
+        take = min(self.length, longest)
+        offsets = torch.arange(longest, device=start.device)
+        for lo in range(0, len(start), step):
+            s, n = start[lo:lo + step].unsqueeze(1), past[lo:lo + step].unsqueeze(1)
+            positions = (s + offsets).clamp(max=len(self.sequence) - 1)
+            keys = torch.where(offsets < n, self.order_keys[positions], 2.0)  # keys are in [0, 1): 2 is "none"
+            chosen = keys.topk(take, dim=1, largest=False).indices.flip(1)  # the smallest key last
+            picked = positions.gather(1, chosen)
+            valid = chosen < n
+            out[lo:lo + step, self.length - take:] = torch.where(valid, self.sequence[picked], torch.zeros_like(picked))
+        return out
 
     def known(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row in `states`, item row) of every positive strictly earlier than each state: everything the user

@@ -11,7 +11,7 @@ What the evaluator asks of a model is its declared contract (`bench.nn.model`): 
 `item_scorer` (full: made once per block of items, so the item side is computed once for all user chunks)
 or `forward` (sampled), on each evaluated user's state (the user's features and, with history, what they
 liked before the held-out item); a fitted model's `score(states, items)`. Users are taken in chunks sized
-by the model's declared `floats_per_pair` / `floats_per_row` so one chunk's buffers stay around
+by the model's declared `floats_per_pair`, `floats_per_user` / `floats_per_row` so one chunk's buffers stay around
 CHUNK_FLOATS (and items in blocks where one user's row alone would pass that); rank counts come from
 `bench.eval.metrics.rank_counts` and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is
 one explicit policy.
@@ -139,10 +139,11 @@ def _check_model_device(model: RankingModel, device: torch.device) -> None:
 
 
 def _chunk_users(model: RankingModel, items_per_user: int, full: bool = True) -> int:
-    """Users per chunk so chunk * items * (floats one pair needs, as the model declares) stays near
-    CHUNK_FLOATS (at least one)."""
-    per_pair = model.floats_per_pair() if full else model.floats_per_row()
-    return max(1, CHUNK_FLOATS // (items_per_user * per_pair))
+    """Users per chunk so chunk * (items * floats one pair needs + floats one user needs, as the model
+    declares) stays near CHUNK_FLOATS (at least one)."""
+    if not full:
+        return max(1, CHUNK_FLOATS // (items_per_user * model.floats_per_row()))
+    return max(1, CHUNK_FLOATS // (items_per_user * model.floats_per_pair() + model.floats_per_user()))
 
 
 def _item_block(model: RankingModel, data: InteractionData, users: int) -> int:

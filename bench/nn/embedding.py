@@ -95,10 +95,10 @@ class _SideEmbedding(nn.Module):
                     return group, offset
         return None
 
-    def forward(self, x: torch.Tensor) -> Embedded:
+    def forward(self, x: torch.Tensor, candidate: torch.Tensor | None = None) -> Embedded:
         firsts, vectors, flats = [], [], []
         for part in [*self.groups, *self.bags]:
-            first, field, flat = part(x)
+            first, field, flat = part(x, candidate) if isinstance(part, _BagField) else part(x)
             firsts.append(first)
             vectors.append(field)
             flats.append(flat)
@@ -148,27 +148,24 @@ class _FieldGroup(nn.Module):
         return first, field, vec.flatten(1)
 
 
-RECENCY_DECAY = 0.7  # recency pooling: each older position weighs this much of the next newer one
-
-
-def pooling_weights(idx: torch.Tensor) -> torch.Tensor:
-    """Recency weights of a (B, L) index matrix, most recent last: decay ** (distance from the last column),
-    padding excluded, each row summing to 1 (or 0 when empty)."""
-    length = idx.shape[1]
-    decay = RECENCY_DECAY ** torch.arange(length - 1, -1, -1, device=idx.device, dtype=torch.float32)
-    weights = decay * (idx > 0)
-    return weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
-
-
 class _BagField(nn.Module):
-    """A multi-valued field (genres, history): its values' vectors pooled, padding excluded. `mean` pooling
-    averages them; `recency` weighs the last columns most (`pooling_weights`). A field that shares another
-    field's table (history shares item_id's) looks its values up there: one table, one meaning."""
+    """A multi-valued field (genres, history): its values read by a history encoder plugin (`field.pooling`,
+    `bench.nn.history`), padding excluded. An encoder declaring `pooling` is a weighted mean, computed by one
+    `embedding_bag` (mean, recency); any other gets the (B, L, dim) window and its mask (transformer, gru), and a
+    target-aware one (target) also the candidate item's vector. A field that shares another field's table
+    (history shares item_id's) looks its values up there: one table, one meaning. The first-order term is the
+    mean of the values' weights, or the encoder's weighted mean of them."""
 
     def __init__(self, field: FieldSpec, embed_dim: int):
+        import registry
+
         super().__init__()
         dim = field.dim or embed_dim
-        self.cols, self.pooling, self.shares = field.columns, field.pooling, field.shares
+        self.cols, self.shares, self.name = field.columns, field.shares, field.name
+        self.encoder = registry.create("history_encoder", field.pooling, dim=dim, length=field.max_len,
+                                       **dict(field.options))
+        self.bag = bool(getattr(self.encoder, "pooling", False))
+        self.target_aware = bool(getattr(self.encoder, "target_aware", False))
         self._table: list[nn.Module] = []  # the owner's group, when shared (a plain list: not a submodule)
         self.offset = 0
         self.sparse = False  # sparse gradients for the table (FeatureEmbedding.use_sparse_gradients)
@@ -189,19 +186,31 @@ class _BagField(nn.Module):
         owner = self._table[0] if self._table else self
         return owner.vectors.weight, owner.weights.weight
 
-    def forward(self, x: torch.Tensor):
+    def _rows(self, idx: torch.Tensor) -> torch.Tensor:
+        return torch.where(idx > 0, idx + self.offset, torch.zeros_like(idx)) if self.offset else idx
+
+    def candidate(self, ids: torch.Tensor) -> torch.Tensor:
+        """The vectors of these values (B,) in this field's table: a target-aware encoder's candidate items."""
+        return F.embedding(self._rows(ids), self._tables()[0], padding_idx=0, sparse=self.sparse)
+
+    def forward(self, x: torch.Tensor, candidate: torch.Tensor | None = None):
         idx = x[:, self.cols]
-        rows = torch.where(idx > 0, idx + self.offset, torch.zeros_like(idx)) if self.offset else idx
+        rows = self._rows(idx)
         vectors, weights = self._tables()
-        if self.pooling == "mean":
-            vec = F.embedding_bag(rows, vectors, mode="mean", padding_idx=0, sparse=self.sparse)  # (B, dim)
-            first = F.embedding_bag(rows, weights, mode="mean", padding_idx=0, sparse=self.sparse)
+        w = self.encoder.bag_weights(idx) if self.bag else None
+        mode = "mean" if w is None else "sum"
+        first = F.embedding_bag(rows, weights, per_sample_weights=w, mode=mode, padding_idx=0, sparse=self.sparse)
+        if self.bag:
+            vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode=mode, padding_idx=0, sparse=self.sparse)
         else:
-            w = pooling_weights(idx)
-            vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode="sum", padding_idx=0,
-                                  sparse=self.sparse)
-            first = F.embedding_bag(rows, weights, per_sample_weights=w, mode="sum", padding_idx=0,
-                                    sparse=self.sparse)
+            window = F.embedding(rows, vectors, padding_idx=0, sparse=self.sparse)  # (B, L, dim)
+            if self.target_aware:
+                if candidate is None:
+                    raise ValueError(f"field {self.name!r}: its encoder is target-aware, so the user side cannot be "
+                                     "embedded alone: embed (user, item) rows together")
+                vec = self.encoder(window, idx > 0, candidate)
+            else:
+                vec = self.encoder(window, idx > 0)
         field = vec if self.projection is None else self.projection(vec)
         return first, field.unsqueeze(1), vec
 
@@ -221,6 +230,8 @@ class FeatureEmbedding(nn.Module):
             bag.share(*next(found for side in sides if (found := side.table_of(bag.shares)) is not None))
         self.num_fields = len(spec)
         self.total_dim = self.user.total_dim + self.item.total_dim
+        self.target_aware = any(b.target_aware for b in self.user.bags)
+        self._item_id = spec.id_field("item").column if self.target_aware else None
 
     def use_sparse_gradients(self, enabled: bool = True) -> list[nn.Parameter]:
         """Make every lookup table's gradient sparse (only the rows a batch looked up) or dense again, and
@@ -238,8 +249,18 @@ class FeatureEmbedding(nn.Module):
         return tables
 
     def embed(self, side: str, x: torch.Tensor) -> Embedded:
-        """One side alone: x is that side's feature matrix rows (B, columns)."""
+        """One side alone: x is that side's feature matrix rows (B, columns) (not the user side of a
+        target-aware history: that needs the rows' items)."""
         return (self.user if side == "user" else self.item)(x)
 
     def forward(self, user_x: torch.Tensor, item_x: torch.Tensor) -> Embedded:
-        return Embedded.concat(self.user(user_x), self.item(item_x))
+        candidate = None
+        if self.target_aware:  # the row's item, looked up in the history's table (the item id's)
+            bag = next(b for b in self.user.bags if b.target_aware)
+            candidate = bag.candidate(item_x[:, self._item_id])
+        return Embedded.concat(self.user(user_x, candidate), self.item(item_x))
+
+    def history_floats(self) -> int:
+        """Peak floats one row's history encoders need beyond the embeddings (0 for pooling ones)."""
+        return sum(b.encoder.floats_per_row() for b in self.user.bags if not b.bag
+                   and callable(getattr(b.encoder, "floats_per_row", None)))

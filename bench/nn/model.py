@@ -7,8 +7,9 @@ A **trained** model (`trainable = True`) scores from feature rows:
 * ``forward(user_x, item_x) -> (B,)``: the logits of a batch of rows (training, the sampled protocol);
 * ``item_scorer(item_x) -> fn(user_x) -> (U, I)``: user states against a block of items (full ranking); the
   item side may be computed once and reused for every user chunk;
-* ``floats_per_row()`` / ``floats_per_pair()``: the peak floats one row of `forward` / one pair of
-  `item_scorer` needs; the evaluator sizes its chunks by them.
+* ``floats_per_row()`` / ``floats_per_pair()`` / ``floats_per_user()``: the peak floats one row of `forward` /
+  one pair of `item_scorer` / one user row of `item_scorer` beyond its pairs needs; the evaluator sizes its
+  chunks by them.
 
 `RankingModel` gives every one of them a default: `item_scorer` scores every pair by `forward`, and
 the memory is assumed to be one FLOATS_PER_FIELD-wide vector per field. ``score_all(user_x, item_x)`` is
@@ -85,6 +86,13 @@ class RankingModel(nn.Module):
     def _scorer_from_score_all(self, item_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda user_x: self.score_all(user_x, item_x)
 
+    all_items = False  # True: `all_item_logits` is cheap enough to train with a softmax over every item
+
+    def all_item_logits(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """(B, I) logits of each user row against every item row, in the current mode (training included): what
+        the softmax loss over all items needs. By default the model's full-ranking scores."""
+        return self.item_scorer(item_x)(user_x)
+
     def floats_per_row(self) -> int:
         """Peak floats one row of `forward` needs (a model that knows better says so)."""
         return max(len(self.spec), 1) * FLOATS_PER_FIELD
@@ -92,6 +100,11 @@ class RankingModel(nn.Module):
     def floats_per_pair(self) -> int:
         """Peak floats one pair of `item_scorer` needs; by default, a formed row's."""
         return self.floats_per_row()
+
+    def floats_per_user(self) -> int:
+        """Peak floats `item_scorer` needs per user row beyond its pairs (a user side encoded once per user, e.g.
+        a sequence encoder); by default none."""
+        return 0
 
     def fit(self, data: Any) -> None:
         """Fit from the training data (InteractionData); only models with `trainable = False` need it."""
@@ -127,6 +140,8 @@ class EmbeddingModel(RankingModel):
         per evaluation, in the mode it is used in (the evaluator does); an MLP's kept item projection is
         recomputed if its weights change. In training mode (dropout: the two paths would draw differently)
         or without `pair_scoring`, the pairs are formed."""
+        if self.embedding.target_aware:  # the user side reads the candidate: every pair is formed
+            return lambda user_x: score_every_pair(self, user_x, item_x)
         item, memo = self.embedding.embed("item", item_x), {}
 
         def score(user_x: torch.Tensor) -> torch.Tensor:
@@ -137,15 +152,33 @@ class EmbeddingModel(RankingModel):
 
         return score
 
+    @property
+    def all_items(self) -> bool:  # type: ignore[override]
+        """Pair-scoring layers score a batch against every item from the two sides, in training mode too."""
+        return self.pair_scoring and not self.embedding.target_aware
+
+    def all_item_logits(self, user_x: torch.Tensor, item_x: torch.Tensor) -> torch.Tensor:
+        """Every (row, item) pair from the two sides, dropout drawn per pair (the softmax loss over all items)."""
+        if not self.all_items:
+            raise ValueError(f"{type(self).__name__} cannot score every item of a batch at once (its head needs "
+                             "the pairs formed); use --loss sampled_softmax or bce")
+        pairs = Embedded.pairs(self.embedding.embed("user", user_x), self.embedding.embed("item", item_x))
+        return self.head(pairs).reshape(user_x.shape[0], item_x.shape[0])
+
     def floats_per_row(self) -> int:
-        """Peak floats one scored row needs in `forward`: its embeddings, the widest term, the widest Linear."""
-        return self._widest(lambda term: term.floats_per_row())
+        """Peak floats one scored row needs in `forward`: its embeddings, the widest term, the widest Linear, and
+        what a history encoder needs per row beyond them."""
+        return self._widest(lambda term: term.floats_per_row()) + self.embedding.history_floats()
 
     def floats_per_pair(self) -> int:
         """Peak floats one (user, item) pair needs in `item_scorer`."""
-        if not self.pair_scoring:
+        if not self.pair_scoring or self.embedding.target_aware:
             return self.floats_per_row()
         return self._widest(lambda term: term.floats_per_pair())
+
+    def floats_per_user(self) -> int:
+        """A candidate-independent history encoder reads each user's window once per chunk."""
+        return 0 if self.embedding.target_aware else self.embedding.history_floats()
 
     def _widest(self, term_floats) -> int:
         widths = [self.embedding.num_fields * self.embedding.embed_dim, self.embedding.total_dim]
@@ -186,15 +219,15 @@ def check_model(model: Any) -> list[str]:
         missing.append("a bool attribute trainable (False: fitted by fit(data), not by the trainer)")
     if not trainable:
         return missing + [f"a {m} method" for m in ("fit", "score") if not callable(getattr(model, m, None))]
-    declared = ("forward", "item_scorer", "floats_per_row", "floats_per_pair")
+    declared = ("forward", "item_scorer", "floats_per_row", "floats_per_pair", "floats_per_user")
     if not isinstance(model, RankingModel) and callable(getattr(model, "score_all", None)):
         declared = ("forward",)  # the older form, adapted by create_model
     missing += [f"a {m} method" for m in declared if not callable(getattr(model, m, None))]
-    for name in ("floats_per_row", "floats_per_pair"):
+    for name in ("floats_per_row", "floats_per_pair", "floats_per_user"):
         if name in declared and not missing:
-            value = getattr(model, name)()
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                missing.append(f"{name}() to give an int >= 1 (got {value!r})")
+            value, least = getattr(model, name)(), 0 if name == "floats_per_user" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                missing.append(f"{name}() to give an int >= {least} (got {value!r})")
     return missing
 
 
@@ -209,6 +242,8 @@ def _adapt_older_form(model: nn.Module, spec: FeatureSpec) -> nn.Module:
     for name in ("floats_per_row", "floats_per_pair"):
         if not callable(getattr(model, name, None)):
             setattr(model, name, lambda: default)
+    if not callable(getattr(model, "floats_per_user", None)):
+        model.floats_per_user = lambda: 0
     return model
 
 

@@ -170,14 +170,13 @@ class DeviceFeatures:
 def train_epoch(model: torch.nn.Module, drawn: TrainSamples, order: torch.Tensor,
                 optimizers: list[torch.optim.Optimizer], batch_size: int, features: DeviceFeatures,
                 device: torch.device) -> EpochLoss:
-    """One pass over an epoch's samples in `order`: features gathered GATHER_ROWS samples at a time, then
-    sliced into batches, each a BCE step of every optimizer. One device sync per epoch (and one for the
-    first batch's loss)."""
+    """One BCE pass over an epoch's samples in `order`: features gathered GATHER_ROWS samples at a time, then
+    sliced into batches, each a step of every optimizer. One device sync per epoch (and one for the first
+    batch's loss)."""
     positives, items, labels = (x[order].to(device) for x in (drawn.positives, drawn.items, drawn.labels))
     states = features.train_states[positives]  # a negative's user side is its positive's state
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    steps, first = 0, None
+    total = _Total(device)
     chunk = max(GATHER_ROWS // batch_size, 1) * batch_size  # whole batches per chunk
     for begin in range(0, len(labels), chunk):
         user_x = features.user_rows(states[begin:begin + chunk])
@@ -185,13 +184,69 @@ def train_epoch(model: torch.nn.Module, drawn: TrainSamples, order: torch.Tensor
         for start in range(0, len(user_x), batch_size):
             end = start + batch_size
             logits = model(user_x[start:end], item_x[start:end])
-            loss = F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end])
-            optimizer_step(optimizers, loss)
-            loss_sum += loss.detach()
-            steps += 1
-            if first is None:
-                first = loss.item()
-    return EpochLoss((loss_sum / max(steps, 1)).item(), first, len(labels))
+            total.step(optimizers, F.binary_cross_entropy_with_logits(logits, labels[begin + start:begin + end]))
+    return total.result(len(labels))
+
+
+def softmax_epoch(model: torch.nn.Module, drawn: TrainSamples, generator: torch.Generator,
+                  optimizers: list[torch.optim.Optimizer], batch_size: int, features: DeviceFeatures,
+                  device: torch.device, sampled: bool) -> EpochLoss:
+    """One softmax pass over the epoch's positives in a random order: each positive's logit against its own
+    negatives' (`sampled`: the rows the sampler drew for it, batch_size rows per step) or against every item's
+    (padding excluded; batch_size positives per step, each scored against the whole catalogue)."""
+    groups = _groups(drawn) if sampled else torch.nonzero(drawn.labels == 1).flatten().unsqueeze(1)
+    groups = groups[torch.randperm(len(groups), generator=generator)].to(device)
+    width = groups.shape[1]
+    per_step = max(batch_size // width, 1) if sampled else batch_size
+    positives, items = drawn.positives.to(device), drawn.items.to(device)
+    model.train()
+    total = _Total(device)
+    for start in range(0, len(groups), per_step):
+        rows = groups[start:start + per_step]
+        user_x = features.user_rows(features.train_states[positives[rows[:, 0]]])
+        if sampled:  # row 0 of each group is its positive
+            flat = rows.reshape(-1)
+            logits = model(user_x.repeat_interleave(width, 0), features.items.index_select(0, items[flat]))
+            logits, target = logits.view(-1, width), torch.zeros(len(rows), dtype=torch.long, device=device)
+        else:
+            logits = model.all_item_logits(user_x, features.items)
+            logits = torch.cat([torch.full_like(logits[:, :1], float("-inf")), logits[:, 1:]], dim=1)  # no padding
+            target = items[rows[:, 0]]
+        total.step(optimizers, F.cross_entropy(logits, target))
+    return total.result(len(groups) * width)
+
+
+def _groups(drawn: TrainSamples) -> torch.Tensor:
+    """(positives, 1 + negatives) row indices of the epoch's samples, each positive's row first: a sampled softmax
+    needs every positive to come with the same number of negatives, as the built-in samplers draw them."""
+    key = drawn.positives * 2 + (drawn.labels == 0).long()  # a positive's own row first, then its negatives
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(drawn.positives)
+    counts = counts[counts > 0]
+    if len(counts) == 0 or (counts != counts[0]).any() or int(counts[0]) < 2:
+        raise ValueError("train.loss=sampled_softmax: the sampler must give every positive the same number (>= 1) "
+                         "of negatives")
+    grouped = order.view(-1, int(counts[0]))
+    if not bool((drawn.labels[grouped[:, 0]] == 1).all()) or bool((drawn.labels[grouped[:, 1:]] == 1).any()):
+        raise ValueError("train.loss=sampled_softmax: each positive needs exactly one label-1 row")
+    return grouped
+
+
+class _Total:
+    """An epoch's running loss: one device sync for the first batch's loss, one for the mean."""
+
+    def __init__(self, device: torch.device):
+        self.sum, self.steps, self.first = torch.zeros((), device=device), 0, None
+
+    def step(self, optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+        optimizer_step(optimizers, loss)
+        self.sum += loss.detach()
+        self.steps += 1
+        if self.first is None:
+            self.first = loss.item()
+
+    def result(self, samples: int) -> EpochLoss:
+        return EpochLoss((self.sum / max(self.steps, 1)).item(), self.first, samples)
 
 
 def validate(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
@@ -231,9 +286,13 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
         t0 = time.perf_counter()
         drawn = sampler.sample(epoch)
         check_samples(drawn, data, config.sampler)
-        order = torch.randperm(len(drawn), generator=generator)
         t1 = time.perf_counter()
-        loss = train_epoch(model, drawn, order, optimizers, config.batch_size, features, device)
+        if config.loss == "bce":
+            order = torch.randperm(len(drawn), generator=generator)
+            loss = train_epoch(model, drawn, order, optimizers, config.batch_size, features, device)
+        else:
+            loss = softmax_epoch(model, drawn, generator, optimizers, config.batch_size, features, device,
+                                 sampled=config.loss == "sampled_softmax")
         first_loss = loss.first if first_loss is None else first_loss
         for schedule in schedules:
             schedule.step()

@@ -11,9 +11,9 @@ from typing import Any
 import optuna
 
 import registry
-from bench.config import EMBED_DIMS, HISTORY_POOLINGS, DataConfig, ModelConfig, TrainConfig, comma_list
+from bench.config import EMBED_DIMS, DataConfig, ModelConfig, TrainConfig, comma_list
 
-SWEEPS = ("interactions", "sampler")
+SWEEPS = ("interactions", "sampler", "history")
 
 
 def common_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -40,16 +40,20 @@ def interaction_combos() -> tuple[str, ...]:
 HISTORY_LENGTHS = [5, 10, 20, 50]
 
 
-def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...],
-                 history: bool = False) -> tuple[str, dict[str, Any]]:
+def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...], history: bool = False,
+                 encoder: str = "mean") -> tuple[str, dict[str, Any]]:
     """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps, and for a model
-    with history its length and pooling. The params go through `ModelConfig.with_params`, like --params
-    and --set. A fitted model (EASE, ItemKNN) has no training knobs: only its own space is searched."""
+    with history its length and its encoder's own knobs (with `--sweep history`, the encoder itself too;
+    `encoder` is the one the data names otherwise). The params go through `ModelConfig.with_params`, like
+    --params and --set. A fitted model (EASE, ItemKNN) has no training knobs: only its own space is searched."""
     fitted = "interactions" not in sweep and not getattr(registry.get("model", plugin), "trainable", True)
     params = {} if fitted else common_space(trial)
-    if history:
+    if history or "history" in sweep:
         params["history"] = trial.suggest_categorical("history", HISTORY_LENGTHS)
-        params["history_pooling"] = trial.suggest_categorical("history_pooling", list(HISTORY_POOLINGS))
+        if "history" in sweep:
+            encoder = params["history_encoder"] = trial.suggest_categorical("history_encoder",
+                                                                            _loadable("history_encoder"))
+        params.update(registry.search_space("history_encoder", encoder, trial))  # "history.layers", ...
     if "interactions" in sweep:
         plugin = "composed"
         params["interactions"] = trial.suggest_categorical("interactions", interaction_combos())
@@ -124,7 +128,10 @@ def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
     values = {**constructor, **{k: _spelled(v) for k, v in model.params.items()},
               **{k: getattr(trained, k) for k in ("lr", "weight_decay", "num_negatives", "batch_size")},
               "embed_dim": model.embed_dim, "history": resolved_data.history,
-              "history_pooling": resolved_data.history_pooling}
+              **{f"history.{k}": _spelled(v) for k, v in {
+                  **_constructor_defaults(registry.get("history_encoder", resolved_data.history_encoder)),
+                  **resolved_data.history_options}.items() if k not in ("dim", "length")}}
     defaults = _Defaults(values)
-    trial_params(defaults, model.plugin, sweep, history=resolved_data.history > 0)  # type: ignore[arg-type]
+    trial_params(defaults, model.plugin, sweep, history=resolved_data.history > 0,  # type: ignore[arg-type]
+                 encoder=resolved_data.history_encoder)
     return None if defaults.outside else defaults.params
