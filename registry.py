@@ -1,4 +1,4 @@
-"""The plugin registry: names -> interchangeable plugins of five kinds.
+"""The plugin registry: names -> interchangeable plugins of six kinds.
 
 Plugins arrive two ways and are first-class either way:
 
@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "encoder": "deepfm_bench.encoders",
     "sampler": "deepfm_bench.samplers",
     "dataset": "deepfm_bench.datasets",
+    "history_encoder": "deepfm_bench.history_encoders",
 }
 
 
@@ -75,6 +76,7 @@ CONTRACTS: dict[str, str] = {
     "encoder": "bench.data.encoding:check_encoder",
     "sampler": "bench.data.base:check_sampler",
     "dataset": "bench.data.base:check_dataset",
+    "history_encoder": "bench.nn.history:check_history_encoder",
 }
 
 

@@ -32,6 +32,7 @@ from bench.text import has_control
 THRESHOLD = 4.0  # rating >= THRESHOLD is a positive (MovieLens: 4 and 5 stars)
 HISTORY = 10  # positives in the history of a `NAME+history` model when --history does not say
 HISTORY_ORDERS = ("time", "shuffled")
+SPLIT_KINDS = ("loo", "global")
 MIN_INTERACTIONS = 3  # users with fewer positives have no validation and test item: they train only
 PROTOCOLS = ("full", "sampled")
 SCHEDULES = ("constant", "cosine")
@@ -199,6 +200,12 @@ class DataConfig:
                                    envvar="BENCH_CACHE_DIR")
     options: dict[str, Any] = option({}, "the dataset plugin's own option, e.g. interactions=ratings.csv for "
                                          "--dataset csv (repeatable)", flag="dataset-opt")
+    split: str = option("loo", "loo: each user's last positive is the test item, the one before it the validation "
+                               "item; global: two cutoffs on one timeline, nothing at or after the first trains",
+                        choices=SPLIT_KINDS)
+    split_options: dict[str, Any] = option({}, "the split's option: val=Q and test=Q for --split global, each a "
+                                               "quantile of the positives' timestamps in (0, 1), a timestamp or an "
+                                               "ISO date (default val=0.8, test=0.9)", flag="split-opt")
     threshold: float = option(THRESHOLD, "rating >= threshold is a positive")
     min_interactions: int = option(MIN_INTERACTIONS, "users with fewer positives go to train only", low=2)
     history: int = option(0, "the user's last N earlier positives as a feature, for every model (0: none); a model "
@@ -225,6 +232,9 @@ class DataConfig:
         """Names the data a result is about: dataset, its options, non-default positive threshold / min. The
         history is a model's choice of features, recorded with each run, not part of the data's name."""
         options = dict(self.options)
+        if self.split != "loo":
+            options["split"] = self.split
+            options.update({f"split.{k}": v for k, v in self.split_options.items()})
         if self.threshold != THRESHOLD:
             options["threshold"] = self.threshold
         if self.min_interactions != MIN_INTERACTIONS:

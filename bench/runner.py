@@ -65,10 +65,20 @@ def load_frames(config: DataConfig) -> DatasetFrames:
 def prepare_data(frames: DatasetFrames, config: DataConfig) -> InteractionData:
     data = prepare(frames, threshold=config.threshold, min_interactions=config.min_interactions,
                    history=config.history, history_encoder=config.history_encoder,
-                   history_options=config.history_options, history_order=config.history_order)
+                   history_options=config.history_options, history_order=config.history_order, split=config.split,
+                   split_options=config.split_options)
     data.name = config.label()
     check_split(data, config)
     return data
+
+
+def protocol_facts(data: InteractionData) -> dict[str, Any]:
+    """What the data side of a run's protocol card needs beyond its configuration: the split's cutoffs, the
+    users evaluated and left out as cold, and the leakage audit (`bench.results.card`)."""
+    info = data.info
+    return {"split": info.get("split", "loo"), "cutoffs": info.get("cutoffs"), "cold": info.get("cold"),
+            "evaluated": {"val": len(data.val), "test": len(data.test)}, "audit": info.get("audit"),
+            "n_items": data.n_items - 1}
 
 
 def check_split(data: InteractionData, config: DataConfig) -> None:
@@ -206,7 +216,8 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
     run_id = store.start_run(dataset=data.name, model=model.name, seed=seed, device=str(device),
                              protocol=evaluation.protocol, ties=evaluation.ties,
                              num_negatives=evaluation.eval_negatives if evaluation.protocol == "sampled" else None,
-                             config={**config.run_record(model, seed), "data_checksum": data.info.get("checksum")},
+                             config={**config.run_record(model, seed), "data_checksum": data.info.get("checksum"),
+                                     "protocol": protocol_facts(data)},
                              versions=versions(), git_commit=git_commit())
     history: list[dict[str, Any]] = []
     try:

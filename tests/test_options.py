@@ -23,8 +23,8 @@ def ids(declared):
 
 NON_DEFAULT = {  # a valid value other than the default, for the round trip
     "dataset": "synthetic", "data_dir": "/data/here", "cache_dir": "/cache/here", "options": {"n_users": 50},
-    "threshold": 3.5, "min_interactions": 4, "history": 7, "history_encoder": "recency",
-    "history_options": {"decay": 0.5}, "history_order": "shuffled", "epochs": 3,
+    "split": "global", "split_options": {"val": 0.7}, "threshold": 3.5, "min_interactions": 4, "history": 7,
+    "history_encoder": "recency", "history_options": {"decay": 0.5}, "history_order": "shuffled", "epochs": 3,
     "batch_size": 64, "lr": 0.01, "weight_decay": 0.0, "patience": 2, "num_negatives": 2, "sampler": "popularity",
     "sampler_options": {"alpha": 0.5}, "val_metric": "HR@5", "smoothing": 0.5, "average": 2, "schedule": "cosine",
     "val_users": 100, "optimizer": "lazy_adam", "loss": "sampled_softmax", "deterministic": True,

@@ -131,7 +131,9 @@ def test_report_refuses_to_mix_evaluation_setups(tmp_path):
     invoke("run", "--models", "mostpop", *SYNTH, *FAST, "--protocol", "sampled", "--eval-negatives", "20",
            "--results-dir", str(tmp_path))
     mixed = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path)])
-    assert mixed.exit_code != 0 and "different evaluation setups" in mixed.output
+    assert mixed.exit_code == 2 and "protocol cards differ (candidates and masks: full ranking" in mixed.output
+    anyway = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path), "--mixed"])
+    assert anyway.exit_code == 2 and "model mostpop has runs under different protocol cards" in anyway.output
     full = invoke("report", "--results-dir", str(tmp_path), "--protocol", "full", "--format", "json")
     sampled = invoke("report", "--results-dir", str(tmp_path), "--protocol", "sampled", "--format", "json")
     assert json.loads(full.stdout)[0]["HR@10"]["mean"] < json.loads(sampled.stdout)[0]["HR@10"]["mean"]

@@ -41,12 +41,15 @@ def _run_ids(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
 @click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
+@click.option("--mixed", is_flag=True, help="put runs whose protocol cards differ in one table (the card lists each "
+              "value with its models)")
 def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
            ids: tuple[int, ...] | None, protocol: str | None, ties: str | None, baseline: str, fmt: str,
-           metrics: tuple[str, ...] | None, output: str | None, plot: bool) -> None:
+           metrics: tuple[str, ...] | None, output: str | None, plot: bool, mixed: bool) -> None:
     """Rebuild the tables (and plots) from the results store."""
     from tabulate import tabulate
 
+    from bench.results.card import FACTORS, differences
     from bench.results.pages import leaderboard_sections
     from bench.results.store import DB_NAME, ResultStore, check_writable_file
 
@@ -77,13 +80,16 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
                    err=True)
     if not runs:
         fail("no finished runs match these filters")
-    labels = {r.dataset for r in runs}
-    if len(labels) > 1:
-        fail(f"runs from several datasets ({', '.join(sorted(labels))}); choose one with --dataset")
-    setups = {(r.protocol, r.ties, r.num_negatives) for r in runs}
-    if len(setups) > 1:  # never average a full-ranking run with a sampled one
-        listed = "; ".join(f"protocol {p}, ties {t}" + (f", {n} negatives" if n else "") for p, t, n in setups)
-        fail(f"runs under different evaluation setups ({listed}); choose with --protocol / --ties / --ids")
+    differ = differences(runs)
+    if differ and not mixed:  # runs whose numbers mean different things: never one table unless asked
+        listed = "; ".join(f"{FACTORS[k]}: {' | '.join(v)}" for k, v in differ.items())
+        fail(f"the runs' protocol cards differ ({listed}); choose with --dataset / --protocol / --ties / --ids, "
+             "or pass --mixed to show them in one table anyway")
+    for model in {r.model for r in runs}:  # a model's seeds are averaged: they must share one card, --mixed or not
+        own = differences([r for r in runs if r.model == model])
+        if own:
+            fail(f"model {model} has runs under different protocol cards ({', '.join(FACTORS[k] for k in own)}): "
+                 "they cannot be averaged; choose with --ids")
     click.echo(guard(lambda: tables(runs, baseline, fmt, metrics)))
     if output:
         write_page(Path(output), f"{runs[0].dataset} leaderboard", leaderboard_sections(runs, baseline, metrics))

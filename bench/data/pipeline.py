@@ -18,9 +18,10 @@ import torch
 
 import registry
 from bench.config import MIN_INTERACTIONS, THRESHOLD
+from bench.data.audit import leakage_audit
 from bench.data.encoding import Encoder
 from bench.data.features import SIDES, FeatureSpec, FieldSpec
-from bench.data.split import TEST, TRAIN, VAL, temporal_split
+from bench.data.split import CUTOFFS, SPLITS, TEST, TRAIN, VAL, global_split, temporal_split
 from bench.data.types import ColumnSchema, Csr, DatasetFrames, InteractionData, Pairs, UserStates, unique_ints
 
 ID_COLUMNS = {"user": "user_id", "item": "item_id"}
@@ -38,8 +39,12 @@ class _EncodedSide:
 
 def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interactions: int = MIN_INTERACTIONS,
             field_dims: dict[str, int] | None = None, history: int = 0, history_encoder: str = "mean",
-            history_options: dict[str, Any] | None = None, history_order: str = "time") -> InteractionData:
+            history_options: dict[str, Any] | None = None, history_order: str = "time", split: str = "loo",
+            split_options: dict[str, Any] | None = None) -> InteractionData:
     """Encode, split and index a dataset; see the module docstring for which users and items are kept.
+
+    `split`: "loo", temporal leave-one-out (`bench.data.split.temporal_split`), or "global", two cutoffs on one
+    timeline (`global_split`, `split_options` val / test); either way the leakage audit is in `info["audit"]`.
 
     `history` > 0 adds the user-side field `history`: the user's last `history` positives strictly earlier
     than the row's interaction, most recent last (with `history_order="shuffled"`: `history` of them in a
@@ -48,7 +53,15 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
     if isinstance(history, bool) or not isinstance(history, (int, np.integer)) or history < 0:
         raise ValueError(f"--history: expected a number of positives >= 0, got {history!r}")
     _check_schema(frames)
-    positives = temporal_split(frames.interactions, threshold, min_interactions)
+    if split == "loo":
+        positives, summary = temporal_split(frames.interactions, threshold, min_interactions), {}
+    elif split == "global":
+        unknown = sorted(set(split_options or {}) - set(CUTOFFS))
+        if unknown:
+            raise ValueError(f"--split-opt: unknown option(s) {unknown}; --split global takes {', '.join(CUTOFFS)}")
+        positives, summary = global_split(frames.interactions, threshold, **{**CUTOFFS, **(split_options or {})})
+    else:
+        raise ValueError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     sides = {
         side: _encode_side(frames, side, np.asarray(pd.unique(positives[ID_COLUMNS[side]])))
         for side in SIDES
@@ -60,11 +73,17 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
 
     users = user_enc.transform(positives["user_id"])
     items = item_enc.transform(positives["item_id"])
-    split = positives["split"].to_numpy()
-    states, state_of = user_states(users, items, positives["timestamp"].to_numpy(), n_users, history, history_order)
+    part = positives["split"].to_numpy()
+    times = positives["timestamp"].to_numpy()
+    states, state_of = user_states(users, items, times, n_users, history, history_order)
     if history:
         history = states.length = _history_window(states, history)
-    train, val, test = (Pairs(users[split == s], items[split == s], state_of[split == s]) for s in (TRAIN, VAL, TEST))
+    train, val, test = (Pairs(users[part == s], items[part == s], state_of[part == s]) for s in (TRAIN, VAL, TEST))
+    masks = None if split == "loo" else {  # what each target's user had shown us: every earlier positive
+        name: Csr.from_pairs(rows.users[r], i, n_users, n_items) for name, rows in (("val", val), ("test", test))
+        for r, i in [states.known(rows.states)]}
+    audit = {name: leakage_audit(users[part == TRAIN], times[part == TRAIN], users[part == name],
+                                 times[part == name], frames.seconds_per_unit) for name in (VAL, TEST)}
 
     all_users = user_enc.transform(frames.interactions["user_id"])
     all_items = item_enc.transform(frames.interactions["item_id"])
@@ -89,7 +108,10 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         "n_states": len(states) - 1,
         "history": history,
         "history_order": history_order,
-        "checksum": _checksum(users, items, positives["timestamp"].to_numpy(), split),
+        "split": split,
+        **summary,  # global: the cutoffs, and per split the users evaluated and the cold ones left out
+        "audit": audit,
+        "checksum": _checksum(users, items, times, part),
     }
     user_features = _feature_matrix(spec, "user", sides["user"])
     if history:
@@ -108,6 +130,7 @@ def prepare(frames: DatasetFrames, threshold: float = THRESHOLD, min_interaction
         name=frames.name,
         info=info,
         states=states,
+        masks=masks,
     )
 
 

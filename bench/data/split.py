@@ -1,4 +1,6 @@
-"""Temporal leave-one-out on implicit positives: each user's last positive is the test item.
+"""The splits of implicit positives: temporal leave-one-out (`loo`, the default) and a global timeline (`global`).
+
+loo: each user's last positive is the test item.
 
 Positives are interactions with rating >= threshold. Per user they are ordered by timestamp; ties
 (two ratings in the same second, which ML-100K has for the last two positives of 305 of its 942
@@ -18,6 +20,9 @@ import pandas as pd
 from bench.config import MIN_INTERACTIONS, THRESHOLD
 
 TRAIN, VAL, TEST = "train", "val", "test"
+LATER = "later"  # global split: a positive at or after the validation cutoff that is no target (history only)
+SPLITS = ("loo", "global")
+CUTOFFS = {"val": 0.8, "test": 0.9}  # global split: quantiles of the positives' timestamps (docs/protocol.md)
 REQUIRED = ("user_id", "item_id", "rating", "timestamp")
 
 
@@ -65,3 +70,65 @@ def temporal_split(
     split[eligible & (from_end == 0)] = TEST
     positives["split"] = split
     return positives
+
+
+def global_split(interactions: pd.DataFrame, threshold: float = THRESHOLD, val: float | str = CUTOFFS["val"],
+                 test: float | str = CUTOFFS["test"]) -> tuple[pd.DataFrame, dict]:
+    """The positives sorted by (user, time, file position) with a column `split` on one global timeline, and the
+    cutoffs as timestamps with what was evaluated.
+
+    Two cutoffs t_val < t_test (each a quantile of the positives' timestamps when in (0, 1), else a timestamp
+    in the data's own unit, or an ISO date when the timestamps are Unix seconds). Training is every positive
+    strictly before t_val: nothing at or after it trains. A user's first positive in [t_val, t_test) is their
+    validation target, their first at or after t_test their test target (ties by file order); their other
+    positives after t_val are `later`: never trained on, but history for a later target, as for
+    leave-one-out. A user with no positive before a cutoff is cold there: not evaluated (counted in the
+    returned summary). Duplicated (user, item) pairs count once, at their latest occurrence, as for loo."""
+    positives = implicit_positives(interactions, threshold)
+    positives = positives.sort_values(["user_id", "timestamp", "position"])
+    positives = positives.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
+    times = positives["timestamp"].to_numpy()
+    t_val, t_test = cutoff(times, val, "val"), cutoff(times, test, "test")
+    if not t_val < t_test:
+        raise ValueError(f"--split-opt: the validation cutoff ({t_val}) must come before the test cutoff ({t_test})")
+    users = positives["user_id"].to_numpy()
+    first_of_user = np.ones(len(positives), dtype=bool)
+    first_of_user[1:] = users[1:] != users[:-1]
+    start = np.maximum.accumulate(np.where(first_of_user, np.arange(len(positives)), 0))
+    split = np.where(times < t_val, TRAIN, LATER).astype(object)
+    summary: dict = {"cutoffs": {"val": _plain(t_val), "test": _plain(t_test)}, "cold": {}}
+    for name, low, high in ((VAL, t_val, t_test), (TEST, t_test, None)):
+        inside = (times >= low) & (True if high is None else times < high)
+        first = inside.copy()
+        first[1:] &= ~(inside[:-1] & (users[1:] == users[:-1]))  # the first inside the window, per user
+        # warm: the user has a positive before the cutoff (the position of their run's start is earlier)
+        earlier = times[start] < low
+        target = first & earlier
+        split[target] = name
+        summary["cold"][name] = int((first & ~earlier).sum())
+    if not (split == TRAIN).any():
+        raise ValueError(f"--split global: no positive before the validation cutoff {_plain(t_val)}: nothing to "
+                         "train on; move the cutoffs later (--split-opt val=..., test=...)")
+    positives["split"] = split
+    return positives, summary
+
+
+def cutoff(times: np.ndarray, value: float | str, name: str) -> float:
+    """A cutoff as a timestamp: a quantile of `times` when in (0, 1), a number as given, an ISO date as Unix
+    seconds; anything else a ValueError naming --split-opt."""
+    if isinstance(value, str):
+        try:
+            return float(pd.Timestamp(value, tz="UTC").timestamp())
+        except ValueError:
+            raise ValueError(f"--split-opt {name}={value!r}: expected a quantile in (0, 1), a timestamp or an ISO "
+                             "date") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"--split-opt {name}={value!r}: expected a quantile in (0, 1), a timestamp or an ISO date")
+    if 0 < value < 1:  # the "lower" quantile, taken from the sorted values themselves (exact for any integers)
+        ordered = np.sort(times)
+        return ordered[int(np.floor(value * (len(ordered) - 1)))].item()
+    return value
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else float(value)

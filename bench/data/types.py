@@ -38,6 +38,7 @@ class DatasetFrames:
     users: pd.DataFrame
     items: pd.DataFrame
     schema: list[ColumnSchema]
+    seconds_per_unit: float | None = None  # seconds in one timestamp unit (1: Unix seconds; None: not known)
 
 
 def unique_ints(keys: np.ndarray, return_inverse: bool = False) -> Any:
@@ -232,6 +233,7 @@ class InteractionData:
     name: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     states: UserStates | None = None  # None: one state per user, no history (hand-built data)
+    masks: dict[str, Csr] | None = None  # per split, the items masked at evaluation (None: leave-one-out's)
 
     def __post_init__(self) -> None:
         if self.states is None:
@@ -252,6 +254,14 @@ class InteractionData:
     def held_out_csr(self) -> Csr:
         """Validation items per user (masked, with training items, when ranking for test)."""
         return Csr.from_pairs(self.val.users, self.val.items, self.n_users, self.n_items)
+
+    def eval_masks(self, split: str) -> list[Csr]:
+        """The items masked when ranking for `split` (what the user had already shown us): leave-one-out's
+        training items, and at test the validation item too; a split that says otherwise (global: every
+        positive strictly before each target) gives its own."""
+        if self.masks is not None:
+            return [self.masks[split]]
+        return [self.train_csr] + ([self.held_out_csr()] if split == "test" else [])
 
     def user_rows(self, device: torch.device | str = "cpu") -> "UserRows":
         """The feature rows of user states, on `device`."""

@@ -176,7 +176,7 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
                states: np.ndarray, split: str, device: torch.device,
                batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
     """Rank counts against every pool item not already known for the user."""
-    known = [data.train_csr] + ([data.held_out_csr()] if split == "test" else [])
+    known = data.eval_masks(split)
     for csr in known:
         if csr.n_items != data.n_items:
             raise ValueError(f"evaluate: interaction CSR has {csr.n_items} item columns but the item feature "

@@ -19,6 +19,9 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.eval.stats import bootstrap_interval, holm, paired_permutation_test
+from bench.results.card import FACTORS
+from bench.results.card import card as protocol_card
+from bench.results.card import render as render_card
 from bench.results.store import Run
 from bench.text import printable
 
@@ -88,6 +91,7 @@ def leaderboard_rows(runs: list[Run], intervals: bool = True) -> list[dict[str, 
         row["wall_s"] = timing("wall_s")
         row["epochs"] = timing("epochs")
         row["notes"] = [f"seed {r.seed}: {note}" for r in group for note in r.notes]
+        row["protocol"] = protocol_card(group)
         rows.append(row)
     key = "NDCG@10" if names and "NDCG@10" in names else (names[0] if names else None)
     if key:
@@ -116,10 +120,11 @@ def leaderboard(runs: list[Run], fmt: str = "github", metrics: Iterable[str] | N
         names = metric_names(runs)
         parts = ("mean", "std", "ci_low", "ci_high")
         headers = ["model", *(f"{n} {part}" for n in names for part in parts), "params",
-                   "train samples/s", "eval users/s", "epochs", "wall s", "seeds"]
+                   "train samples/s", "eval users/s", "epochs", "wall s", "seeds",
+                   *(f"protocol: {FACTORS[k]}" for k in FACTORS)]
         table = [[r["model"], *(f"{r[n].get(part, float('nan')):.6f}" for n in names for part in parts),
                   r["params"], f"{r['train_samples_per_s']:.1f}", f"{r['eval_users_per_s']:.1f}", f"{r['epochs']:.2f}",
-                  f"{r['wall_s']:.2f}", r["seeds"]] for r in rows]
+                  f"{r['wall_s']:.2f}", r["seeds"], *(r["protocol"][k] for k in FACTORS)] for r in rows]
         return _render(headers, table, fmt)
     names = display_metrics(runs, metrics)
     headers = ["model", *names, "samples/s", "s / seed"]
@@ -132,7 +137,8 @@ def leaderboard(runs: list[Run], fmt: str = "github", metrics: Iterable[str] | N
     legend = (f"mean [95% interval over users and seeds], {'/'.join(map(str, seeds))} seed(s); samples/s: "
               "training;\nparams, epochs and more: --format csv or json")
     notes = [printable(f"(!) {r['model']} {note}") for r in rows for note in r["notes"]]
-    return "\n\n".join([_render(headers, table, fmt), legend, *(["\n".join(notes)] if notes else [])])
+    block = printable(render_card(protocol_card(runs), fmt), newlines=True)
+    return "\n\n".join([_render(headers, table, fmt), legend, *(["\n".join(notes)] if notes else []), block])
 
 
 def missing_baseline(runs: list[Run], baseline: str) -> str | None:

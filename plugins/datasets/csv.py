@@ -75,7 +75,10 @@ class CsvDataset(DatasetPlugin):
         if clash:
             raise DataFormatError(f"dataset 'csv': column(s) {clash} appear in both the users and the items "
                                   "file; a field name must be unique, so rename one")
-        return DatasetFrames(self.name, interactions, users, items, user_schema + item_schema)
+        column = opts["timestamp_col"]
+        dates = column is not None and not pd.to_numeric(ratings.frame[column], errors="coerce").notna().any()
+        return DatasetFrames(self.name, interactions, users, items, user_schema + item_schema,
+                             seconds_per_unit=1.0 if dates else None)  # ISO dates become Unix seconds
 
     def _path(self, value: str | Path | None) -> Path | None:
         if value is None:

@@ -111,7 +111,7 @@ class _MovieLens(DatasetPlugin):
         archive = replace(self.archive, url=opts["url"] or self.archive.url, md5=opts["md5"] or self.archive.md5)
         folder = locate(archive, self.data_dir, self.cache_dir, self.download)
         interactions, users, items, schema = self.read(folder, opts["genre_encoding"])
-        return DatasetFrames(self.name, interactions, users, items, schema)
+        return DatasetFrames(self.name, interactions, users, items, schema, seconds_per_unit=1.0)  # Unix seconds
 
 
 class MovieLens100K(_MovieLens):

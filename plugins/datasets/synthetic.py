@@ -66,7 +66,8 @@ class SyntheticDataset(DatasetPlugin):
         interactions = _interactions(rng, user_taste, item_taste, n)
         items = pd.DataFrame({"item_id": np.arange(1, n_items + 1),
                               **genre_fields(genre_flags, ML100K_GENRES, opts["genre_encoding"])})
-        return DatasetFrames(self.name, interactions, users, items, ml100k_schema(opts["genre_encoding"]))
+        return DatasetFrames(self.name, interactions, users, items, ml100k_schema(opts["genre_encoding"]),
+                             seconds_per_unit=1.0)
 
 
 def _int_option(opts: dict, key: str, minimum: int = 1) -> int:
