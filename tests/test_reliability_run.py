@@ -188,6 +188,16 @@ def test_a_bad_or_foreign_params_file_is_one_line_before_any_work(tmp_path, payl
     assert message in res.output and "Traceback" not in res.output and no_store(results)
 
 
+def test_a_list_of_several_models_params_takes_those_of_models_and_says_so(tmp_path):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps([{"model": "fm", "params": {"lr": 0.01}}, {"model": "xdeepfm", "params": {}}]))
+    res = invoke("run", "--models", "fm", "--baseline", "fm", "--params", str(params), "--tuned-only", *SYNTH, *FAST,
+                 "--results-dir", str(tmp_path / "r"), "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert [r["model"] for r in json.loads(res.stdout)] == ["fm:tuned"]
+    assert "skipping the params tuned for 'xdeepfm', which is not among --models" in res.stderr
+
+
 def test_a_params_file_nested_beyond_reason_is_refused(tmp_path):
     params = tmp_path / "params.json"
     params.write_text("[" * 100_000 + "]" * 100_000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import re
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def load_best_params(spec: str, results_dir: str, data: DataConfig,
 
     Returns {model: (plugin, params)} for the models that have tuned params.
     """
-    payloads = []
+    payloads, loaded = [], None
     if spec == "best":
         for model in models:
             path = best_params_path(results_dir, data, model)
@@ -91,10 +92,14 @@ def load_best_params(spec: str, results_dir: str, data: DataConfig,
             raise ValueError(f"--params {spec}: no such file (expected 'best' or a JSON file from bench tune)")
         loaded = _read_json(path, f"--params {spec}")
         payloads = [(path, p, None) for p in (loaded if isinstance(loaded, list) else [loaded])]
-    tuned = {}
+    tuned, listed = {}, spec != "best" and isinstance(loaded, list)
     for path, payload, looked_up in payloads:
         name, plugin, params = _checked_payload(payload, path)
         name = looked_up or name  # a best-params file is the one of the model it was looked up for
+        if name not in models and listed:  # a list of several models' params: take those of --models
+            warnings.warn(f"--params {path}: skipping the params tuned for {name!r}, which is not among --models",
+                          stacklevel=2)
+            continue
         if name not in models:
             raise ValueError(f"--params {path}: these params were tuned for {name!r}, which is not among --models "
                              f"({', '.join(models)}); add it to --models or pass that model's file")
