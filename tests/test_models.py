@@ -20,7 +20,8 @@ from bench.nn.model import create_model
 from plugins.models.mostpop import MostPop
 
 N_USERS, N_ITEMS = 13, 11  # rows, row 0 being padding
-TRAINABLE = ["fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "composed", "mf"]
+TRAINABLE = ["fm", "deepfm", "xdeepfm", "autoint", "attention-deepfm", "neumf", "composed", "mf",
+             "dcnv2", "pnn", "nfm", "afm", "fibinet", "widedeep"]
 FITTED = ["mostpop", "ease", "itemknn"]
 SMALL = {  # tiny layers keep the suite fast; defaults are exercised in test_defaults_build
     "fm": {}, "neumf": {"mlp_dim": 8, "mlp": (16, 8)}, "mostpop": {}, "mf": {},
@@ -28,6 +29,8 @@ SMALL = {  # tiny layers keep the suite fast; defaults are exercised in test_def
     "deepfm": {"mlp": (16, 8)}, "composed": {"mlp": (16,), "interactions": "fm,cin", "cin.layers": "8,4"},
     "xdeepfm": {"mlp": (16, 8), "cin.layers": (8, 8)},
     "autoint": {"mlp": (16,), "attention.att_dim": 4}, "attention-deepfm": {"mlp": (16,)},
+    "dcnv2": {"mlp": (16,), "cross.layers": 2}, "pnn": {"mlp": (16, 8)}, "nfm": {"mlp": (16,)},
+    "afm": {"afm.att_dim": 4}, "fibinet": {"mlp": (16,)}, "widedeep": {"mlp": (16,)},
 }
 
 

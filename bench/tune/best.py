@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
