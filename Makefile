@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU build in the local wheel folder; an unpinned torch pulls CUDA builds
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,plot,postgres,docs]"
+	$(PY) -m pip install -q -e ".[test,plot,postgres,docs,mlflow,checkpoints]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -8,10 +8,12 @@ never waits behind minutes of other models' training.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
 import platform
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +32,8 @@ from bench.device import resolve_device, seed_everything
 from bench.eval.evaluator import evaluate
 from bench.interrupts import interrupt_reason
 from bench.nn.model import RankingModel, create_model
+from bench.results.checkpoints import EXTRA as CHECKPOINTS_EXTRA
+from bench.results.checkpoints import checkpoint_path, keep_checkpoint
 from bench.results.store import ResultStore
 from bench.train.trainer import train
 
@@ -208,17 +212,25 @@ def git_commit() -> str | None:
 
 
 def run_one(data: InteractionData, model: ModelConfig, seed: int, config: ExperimentConfig, store: ResultStore,
-            on_epoch: Callable[[int, dict[str, float]], None] | None = None, progress: bool = False) -> int:
-    """Train (or fit) and test one model on one seed; the run is in the store whatever happens. Returns its id."""
+            on_epoch: Callable[[int, dict[str, float]], None] | None = None, progress: bool = False,
+            checkpoint: bool = True, tracker: Any = None) -> int:
+    """Train (or fit) and test one model on one seed; the run is in the store whatever happens. Returns its id.
+    `checkpoint`: once finished, keep the model beside the store (`bench.results.checkpoints`); `tracker`: log the
+    run to MLflow as well (`bench.results.tracking`; its failures never fail the run)."""
     device = resolve_device(config.device)
     evaluation = config.eval
     train_cfg = model.train_config(config.train, seed)
+    record = {**config.run_record(model, seed), "data_checksum": data.info.get("checksum"),
+              "protocol": protocol_facts(data)}
     run_id = store.start_run(dataset=data.name, model=model.name, seed=seed, device=str(device),
                              protocol=evaluation.protocol, ties=evaluation.ties,
                              num_negatives=evaluation.eval_negatives if evaluation.protocol == "sampled" else None,
-                             config={**config.run_record(model, seed), "data_checksum": data.info.get("checksum"),
-                                     "protocol": protocol_facts(data)},
-                             versions=versions(), git_commit=git_commit())
+                             config=record, versions=versions(), git_commit=git_commit())
+    tracked = tracker.start(f"{model.name} seed {seed}", record, {
+        "run_id": run_id, "model": model.name, "seed": seed, "git_commit": git_commit(),
+        "data_checksum": data.info.get("checksum"), "split": data.info.get("split", "loo"),
+        "protocol": evaluation.protocol}) if tracker else None
+    metric = train_cfg.val_metric
     history: list[dict[str, Any]] = []
     try:
         start = time.perf_counter()
@@ -229,11 +241,13 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
         if built.trainable:
             def track(epoch: int, row: dict[str, float]) -> None:
                 history.append(row)
+                if tracker:
+                    tracker.epoch(tracked, epoch, {"loss": row["loss"], f"val_{metric}": row[f"val_{metric}"]})
                 if on_epoch is not None:
                     on_epoch(epoch, row)
 
             result = train(built, data, train_cfg, evaluation, device, on_epoch=track, progress=progress)
-        test = evaluate(built, data, "test", evaluation, seed=seed, device=device)
+        test = evaluate(built, data, "test", evaluation, seed=seed, device=device, top=True)  # + beyond accuracy
         timings = {
             "wall_s": time.perf_counter() - start,
             "params": sum(p.numel() for p in built.parameters() if p.requires_grad),
@@ -252,11 +266,33 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
                          per_user=test.per_user, notes=result.warnings if result else [])
     except KeyboardInterrupt as exc:
         store.end_run(run_id, "interrupted", interrupt_reason(exc), history)
+        if tracker:
+            tracker.finish(tracked, {}, status="KILLED")
         raise
     except Exception as exc:  # recorded as failed with its reason; the caller decides whether to go on
         store.end_run(run_id, "failed", f"{type(exc).__name__}: {exc}", history)
+        if tracker:
+            tracker.finish(tracked, {}, status="FAILED")
         raise
+    if checkpoint:  # after the run is recorded finished; a checkpoint that cannot be written is only a warning
+        keep_checkpoint(built, store.dir, run_id, record, data.info.get("checksum"))
+    if tracker:
+        _track_finish(tracker, tracked, test, timings, checkpoint_path(store.dir, run_id))
     return run_id
+
+
+def _track_finish(tracker: Any, tracked: str | None, test: Any, timings: dict[str, Any], checkpoint: Path) -> None:
+    """The test metrics with their 95% intervals over users, the timings, the per-user values and the checkpoint."""
+    from bench.eval.stats import bootstrap_interval
+
+    metrics = dict(test.metrics)
+    for name, values in test.per_user.items():
+        if len(values) > 1:
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = bootstrap_interval(np.asarray(values)[None, :])
+    metrics.update({k: v for k, v in timings.items() if isinstance(v, (int, float))})
+    per_user = pd.DataFrame({"user_row": test.users, **test.per_user}).to_csv(index=False)
+    tracker.finish(tracked, metrics, {"per_user.csv": per_user,
+                                      "checkpoint.safetensors": checkpoint if checkpoint.is_file() else None})
 
 
 @dataclass
@@ -277,13 +313,20 @@ class Outcome:
 
 
 def run_benchmark(config: ExperimentConfig, store: ResultStore, data: InteractionData | DataSource | None = None,
-                  log: Callable[[str], None] = print, epoch_lines: bool = False, progress: bool = False) -> Outcome:
+                  log: Callable[[str], None] = print, epoch_lines: bool = False, progress: bool = False,
+                  checkpoints: bool = True, tracker: Any = None) -> Outcome:
     """Every model on every seed; a failed run is recorded and reported, the others go on.
 
     `data`: the prepared data (one configuration for every model) or a `DataSource`; by default the
     experiment's data, prepared per model's data options. `epoch_lines`: log one line per epoch (loss,
-    validation metric, time), the sign of life a log file gets where a terminal gets progress bars."""
+    validation metric, time), the sign of life a log file gets where a terminal gets progress bars.
+    `checkpoints`: keep each finished run's model beside the store (False: --no-checkpoint; without the
+    safetensors package, one warning and none kept). `tracker`: log each run to MLflow too."""
     check_config(config)
+    if checkpoints and importlib.util.find_spec("safetensors") is None:
+        warnings.warn(f"no checkpoints are kept: they need the safetensors package ({CHECKPOINTS_EXTRA})",
+                      stacklevel=2)
+        checkpoints = False
     source = data if isinstance(data, DataSource) else DataSource.fixed(data) if data is not None else DataSource()
     check_on_data(config, source)
     outcome = Outcome()
@@ -299,7 +342,8 @@ def run_benchmark(config: ExperimentConfig, store: ResultStore, data: Interactio
 
             try:
                 on_epoch = line if epoch_lines else None
-                outcome.finished.append(run_one(data, model, seed, config, store, on_epoch, progress))
+                outcome.finished.append(run_one(data, model, seed, config, store, on_epoch, progress, checkpoints,
+                                                tracker))
                 log(f"{model.name} seed {seed}: done")
             except KeyboardInterrupt:
                 raise

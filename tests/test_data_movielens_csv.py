@@ -59,7 +59,7 @@ def test_ml20m_frames_match_the_files(ml20m):
     assert list(frames.users.columns) == ["user_id"]  # no user features in 20M / 25M
     np.testing.assert_array_equal(frames.users.user_id, np.unique(raw.userId))
     movies = movies_of(ml20m)
-    assert list(frames.items.columns) == ["item_id", "genres"]
+    assert list(frames.items.columns) == ["item_id", "genres", "title"]
     np.testing.assert_array_equal(frames.items.item_id, movies.movieId.astype(int))  # unrated movies too
     assert len(frames.items) > raw.movieId.nunique()
     assert genre_sets(frames.items.genres) == genre_sets(movies.genres)
@@ -79,7 +79,7 @@ def test_ml20m_schema(ml20m):
 def test_ml20m_binary_genres_are_the_files_vocabulary(ml20m):
     frames = MovieLens20M(data_dir=ml20m, genre_encoding="binary").load()
     names = [f"genre_{g}" for g in sorted(ML20M_GENRES)]  # IMAX and "Children" included, no "(no genres listed)"
-    assert list(frames.items.columns) == ["item_id", *names]
+    assert list(frames.items.columns) == ["item_id", *names, "title"]
     assert "genre_IMAX" in names and "genre_Children" in names
     flags = frames.items[names].to_numpy()
     wanted = genre_sets(movies_of(ml20m).genres)

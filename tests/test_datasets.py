@@ -66,7 +66,7 @@ def test_ml100k_frames_match_the_files(ml100k):
     assert list(frames.users.columns) == ["user_id", "age", "gender", "occupation"]  # no zip code
     np.testing.assert_array_equal(frames.users.to_numpy(), users.iloc[:, :4].to_numpy())
     items = pd.read_csv(ml100k / "u.item", sep="|", header=None, encoding="latin-1")
-    assert list(frames.items.columns) == ["item_id", "genres"]
+    assert list(frames.items.columns) == ["item_id", "genres", "title"]  # the title: not a feature (no schema)
     np.testing.assert_array_equal(frames.items.item_id, items[0])
     np.testing.assert_array_equal(flags_of(frames.items.genres, ML100K_GENRES), items.iloc[:, 5:].to_numpy())
     assert "|" in "".join(frames.items.genres) and not frames.items.genres.str.endswith("|").any()
@@ -85,7 +85,7 @@ def test_ml100k_schema(ml100k):
 def test_ml100k_binary_genres(ml100k):
     frames = MovieLens100K(data_dir=ml100k, genre_encoding="binary").load()
     names = [f"genre_{g}" for g in ML100K_GENRES]
-    assert list(frames.items.columns) == ["item_id", *names]
+    assert list(frames.items.columns) == ["item_id", *names, "title"]
     items = pd.read_csv(ml100k / "u.item", sep="|", header=None, encoding="latin-1")
     np.testing.assert_array_equal(frames.items[names].to_numpy(), items.iloc[:, 5:].to_numpy())
     genre_schema = [s for s in frames.schema if s.name.startswith("genre")]
@@ -120,7 +120,7 @@ def test_ml1m_frames_match_the_files(ml1m):
 def test_ml1m_binary_genres(ml1m):
     frames = MovieLens1M(data_dir=ml1m, genre_encoding="binary").load()
     names = [f"genre_{g}" for g in ML1M_GENRES]
-    assert list(frames.items.columns) == ["item_id", *names]  # 18 genres: ML-1M has no "unknown"
+    assert list(frames.items.columns) == ["item_id", *names, "title"]  # 18 genres: ML-1M has no "unknown"
     movies = pd.read_csv(ml1m / "movies.dat", sep="::", header=None, engine="python", encoding="latin-1")
     np.testing.assert_array_equal(frames.items[names].to_numpy(), flags_of(movies[2], ML1M_GENRES))
 
@@ -372,8 +372,8 @@ def test_synthetic_has_the_ml100k_columns_and_schema(ml100k):
     real = MovieLens100K(data_dir=ml100k).load()
     assert synthetic.schema == real.schema
     for name in ("interactions", "users", "items"):
-        ours, theirs = getattr(synthetic, name), getattr(real, name)
-        assert list(ours.columns) == list(theirs.columns)
+        ours, theirs = getattr(synthetic, name), getattr(real, name).drop(columns=["title"], errors="ignore")
+        assert list(ours.columns) == list(theirs.columns)  # the real items' titles are for display only
         assert ours.dtypes.tolist() == theirs.dtypes.tolist()
     binary = SyntheticDataset(n_users=50, n_items=60, n_interactions=1500, genre_encoding="binary").load()
     assert binary.schema == MovieLens100K(data_dir=ml100k, genre_encoding="binary").load().schema

@@ -157,7 +157,8 @@ def test_a_page_that_cannot_be_written_leaves_nothing_half_written(tmp_path, mon
 
     page = tmp_path / "page.md"
     monkeypatch.setattr(store_mod.os, "fsync", no_space)
-    res = invoke("run", "--models", "mostpop", *SYNTH, *FAST, "--results-dir", str(tmp_path), "--output", str(page))
+    res = invoke("run", "--models", "mostpop", *SYNTH, *FAST, "--results-dir", str(tmp_path), "--output", str(page),
+                 "--no-checkpoint")
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert f"{page}: the disk is full; nothing was written" in res.output
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("bench.db")] == []  # no page, no temp file

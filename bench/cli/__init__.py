@@ -47,11 +47,12 @@ def _register() -> None:
     from bench.cli.data import data
     from bench.cli.kernel import kernel
     from bench.cli.plugins import list_plugins
+    from bench.cli.recommend import recommend
     from bench.cli.report import report
     from bench.cli.run import run
     from bench.cli.tune import tune
 
-    for command in (run, tune, report, kernel, list_plugins, data):
+    for command in (run, tune, report, kernel, list_plugins, data, recommend):
         main.add_command(command)
 
 

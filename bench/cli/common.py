@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import click
 
 import registry
-from bench.config import DataConfig, EvalConfig, TrainConfig, comma_list, options_of, parse_value
+from bench.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, comma_list, options_of, parse_value
 from bench.text import printable
 
 RESULTS_DIR = "results"
@@ -92,11 +93,57 @@ def declared_options(config_class: Any) -> list[Callable]:
     return made
 
 
-def from_options(config_class: Any, kw: dict[str, Any], **extra: Any) -> Any:
-    """The configuration built from its declared options' values (popped from `kw`), checked."""
-    values = {name: kw.pop(name) for name, _, _ in options_of(config_class)}
-    values = {k: dict(v) if isinstance(v, dict) else v for k, v in {**values, **extra}.items()}
+def explicit() -> set[str]:
+    """The parameters of this command that the user gave (on the command line or through their environment
+    variable), as opposed to those left at their defaults: these override an experiment file's values."""
+    ctx = click.get_current_context()
+    sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    return {name for name in ctx.params if ctx.get_parameter_source(name) in sources}
+
+
+def from_options(config_class: Any, kw: dict[str, Any], file: dict[str, Any] | None = None) -> Any:
+    """The configuration built from its declared options' values (popped from `kw`), checked: an option the
+    user gave wins, then the experiment file's value (`file`, that section of it), then the default."""
+    given, file = explicit(), file or {}
+    values = {}
+    for name, _, _ in options_of(config_class):
+        value = kw.pop(name)
+        values[name] = file[name] if name in file and name not in given else value
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     return guard(lambda: config_class(**values))
+
+
+def config_option(f: Callable) -> Callable:
+    """--config FILE: an experiment file (YAML), under the command line's options."""
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                        help="an experiment file (YAML: data, train, eval, models, seeds, device); an option given on "
+                             "the command line overrides the file's value")(f)
+
+
+def base_models(names: tuple[str, ...], file: dict[str, Any], embed_dim: int, dim_given: bool,
+                 names_given: bool) -> tuple[ModelConfig, ...]:
+    """--models with --embed-dim, or (when --models was not given) the experiment file's models, each with its
+    own dim unless --embed-dim was given."""
+    if "models" in file and not names_given:
+        return tuple(replace(m, embed_dim=embed_dim) if dim_given else m for m in file["models"])
+    return tuple(ModelConfig(name, embed_dim=embed_dim) for name in names)
+
+
+def track_option(f: Callable) -> Callable:
+    """--track mlflow[=URI]: log runs (and trials) to MLflow, a local store under the results folder or a server."""
+    return click.option("--track", default=None, metavar="mlflow[=URI]",
+                        help="log every run to MLflow: a local store under the results folder (mlflow ui "
+                             "--backend-store-uri sqlite:///results/mlflow.db opens it), or a tracking server URI; "
+                             "needs the mlflow extra")(f)
+
+
+def experiment_file(path: str | None) -> dict[str, Any]:
+    """The experiment file's checked values, or {} without one; a bad file is one line (exit 2)."""
+    if not path:
+        return {}
+    from bench.config_file import load
+
+    return guard(lambda: load(path))
 
 
 def data_options(f: Callable) -> Callable:
@@ -126,19 +173,26 @@ def train_options(f: Callable) -> Callable:
     ], f)
 
 
-def data_config(kw: dict[str, Any]) -> DataConfig:
-    """The data configuration from the data options (popped from `kw`), checked."""
+def data_config(kw: dict[str, Any], file: dict[str, Any] | None = None) -> DataConfig:
+    """The data configuration from the data options (popped from `kw`) over an experiment file's `data`, checked."""
+    file = dict((file or {}).get("data", {}))
     genre = kw.pop("genre_encoding")
-    options = dict(kw["options"])
-    if genre:
-        options["genre_encoding"] = genre
-    kw["options"] = options
-    return from_options(DataConfig, kw)
+    if genre:  # a shortcut for --dataset-opt genre_encoding=...
+        if "options" not in explicit():
+            kw["options"] = dict(file.get("options", {}))
+            file.pop("options", None)
+        kw["options"] = {**kw["options"], "genre_encoding": genre}
+        file.pop("options", None)
+    return from_options(DataConfig, kw, file)
 
 
-def experiment_parts(kw: dict[str, Any]) -> tuple[DataConfig, TrainConfig, EvalConfig]:
-    """The data, training and evaluation configurations from the options (popped from `kw`), each checked."""
-    return data_config(kw), from_options(TrainConfig, kw), from_options(EvalConfig, kw)
+def experiment_parts(kw: dict[str, Any], file: dict[str, Any] | None = None
+                     ) -> tuple[DataConfig, TrainConfig, EvalConfig]:
+    """The data, training and evaluation configurations from the options (popped from `kw`) over an experiment
+    file's sections (`file`, from `experiment_file`), each checked."""
+    file = file or {}
+    return (data_config(kw, file), from_options(TrainConfig, kw, file.get("train")),
+            from_options(EvalConfig, kw, file.get("eval")))
 
 
 def progress_mode(flag: bool | None) -> tuple[bool, bool]:
@@ -149,7 +203,7 @@ def progress_mode(flag: bool | None) -> tuple[bool, bool]:
 
 
 MACHINE_PATHS = ("data_dir", "cache_dir")  # where this machine keeps its data: not part of a result's recipe
-PATHS = ("results_dir", "output", "params_path")
+PATHS = ("results_dir", "output", "params_path", "html_dir", "config_path")
 
 
 def _portable(name: str, value: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bench.cli.common import RESULTS_DIR, comma_option, fail, guard, tables, write_page
+from bench.cli.common import RESULTS_DIR, comma_option, command_line, fail, guard, tables, write_page
 from bench.cli.run import METRICS_HELP
 from bench.config import PROTOCOLS
 from bench.eval.metrics import TIE_POLICIES
@@ -41,11 +41,17 @@ def _run_ids(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
 @click.option("--plot", is_flag=True, help="write PNG plots (training curves, metric by model)")
+@click.option("--html", "html_dir", default=None, type=click.Path(file_okay=False),
+              help="also write a self-contained web page DIR/index.html: the tables, a forest plot of the intervals, "
+                   "validation curves, the protocol card and kernel table (needs the plot extra)")
+@click.option("--config-out", type=click.Path(dir_okay=False), default=None,
+              help="also write the runs shown as an experiment file (YAML) that bench run --config runs again")
 @click.option("--mixed", is_flag=True, help="put runs whose protocol cards differ in one table (the card lists each "
               "value with its models)")
 def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None, since: str | None,
            ids: tuple[int, ...] | None, protocol: str | None, ties: str | None, baseline: str, fmt: str,
-           metrics: tuple[str, ...] | None, output: str | None, plot: bool, mixed: bool) -> None:
+           metrics: tuple[str, ...] | None, output: str | None, plot: bool, html_dir: str | None,
+           config_out: str | None, mixed: bool) -> None:
     """Rebuild the tables (and plots) from the results store."""
     from tabulate import tabulate
 
@@ -61,8 +67,13 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
             since_ts = datetime.strptime(since, "%Y-%m-%d").timestamp()
         except ValueError:
             fail(f"--since {since!r}: expected a date YYYY-MM-DD")
-    if output:
-        guard(lambda: check_writable_file(output, "--output"))
+    for path, option in ((output, "--output"), (config_out, "--config-out")):
+        if path:
+            guard(lambda path=path, option=option: check_writable_file(path, option))
+    if html_dir:
+        from bench.results.html import check_html_dir
+
+        guard(lambda: check_html_dir(html_dir))
     store = guard(lambda: ResultStore(results_dir, readonly=True))  # reading writes nothing
     found = guard(lambda: store.runs(dataset=dataset, models=list(models) if models else None, since=since_ts,
                                      ids=list(ids) if ids else None))
@@ -93,6 +104,18 @@ def report(results_dir: str, dataset: str | None, models: tuple[str, ...] | None
     click.echo(guard(lambda: tables(runs, baseline, fmt, metrics)))
     if output:
         write_page(Path(output), f"{runs[0].dataset} leaderboard", leaderboard_sections(runs, baseline, metrics))
+    if config_out:
+        from bench.config_file import dump
+        from bench.results.store import write_atomic
+
+        text = guard(lambda: dump(runs))
+        guard(lambda: write_atomic(config_out, text), click.ClickException)
+        click.echo(printable(f"wrote {config_out}"), err=True)
+    if html_dir:
+        from bench.results.html import kernel_batch, write_report
+
+        page = guard(lambda: write_report(html_dir, runs, baseline, metrics, kernel_batch(store), command_line()))
+        click.echo(printable(f"wrote {page}"), err=True)
     if plot:
         from bench.results.plots import write_plots
 

@@ -10,12 +10,18 @@ from typing import Any
 import click
 
 from bench.cli.common import (
+    base_models,
     comma_option,
+    command_line,
+    config_option,
     data_options,
+    experiment_file,
     experiment_parts,
+    explicit,
     guard,
     progress_mode,
     tables,
+    track_option,
     train_options,
     write_page,
 )
@@ -44,13 +50,18 @@ METRICS_HELP = "metrics the tables show, e.g. HR@20,MAP@10 or 'all' [default: HR
               help="table format; json and csv carry every metric")
 @click.option("--metrics", default=None, callback=comma_option(str), help=METRICS_HELP)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the tables as Markdown here")
+@click.option("--no-checkpoint", is_flag=True,
+              help="keep no checkpoint of the finished runs (bench recommend needs one)")
 @click.option("--rerun", type=click.IntRange(1, 2**63 - 1), default=None, metavar="RUN_ID",
               help="run a stored run again from its recorded configuration (data from --data-dir or as recorded)")
+@config_option
+@track_option
 @data_options
 @train_options
 def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interactions: str | None,
         sets: tuple[str, ...], params_path: str | None, tuned_only: bool, fmt: str,
-        metrics: tuple[str, ...] | None, output: str | None, rerun: int | None, **kw: Any) -> None:
+        metrics: tuple[str, ...] | None, output: str | None, no_checkpoint: bool, rerun: int | None,
+        **kw: Any) -> None:
     """Train and test models over seeds; print a leaderboard and a comparison against the baseline.
 
     Exit status: 0 when every requested run finished, 1 when any failed (the tables then show the
@@ -59,11 +70,19 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     """
     from bench.interrupts import exit_code, sigterm_as_interrupt
     from bench.results.store import ResultStore, check_results_dir, check_writable_file
+    from bench.results.tracking import parse_track
     from bench.runner import DataSource, check_config, check_on_data, run_benchmark
 
     set_threads(kw.pop("threads"))
     bars, lines = progress_mode(kw.pop("progress"))
-    data_cfg, train_cfg, eval_cfg = experiment_parts(kw)
+    track = guard(lambda: parse_track(kw.pop("track")))
+    file = experiment_file(kw.pop("config_path"))
+    data_cfg, train_cfg, eval_cfg = experiment_parts(kw, file)
+    given = explicit()
+    seeds = file["seeds"] if "seeds" in file and "seeds" not in given else seeds
+    baseline = file["baseline"] if "baseline" in file and "baseline" not in given else baseline
+    kw["device"] = file["device"] if "device" in file and "device" not in given else kw["device"]
+    base = guard(lambda: base_models(models, file, kw["embed_dim"], "embed_dim" in given, "models" in given))
     results_dir = kw.pop("results_dir")
     guard(lambda: check_results_dir(results_dir))
     if output:
@@ -74,21 +93,29 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
     else:
         config = guard(lambda: ExperimentConfig(
             data=data_cfg, train=train_cfg, eval=eval_cfg, seeds=seeds, device=kw["device"],
-            models=_models(models, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets,
+            models=_models(base, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets,
                            tuned_only)))
     guard(lambda: check_config(config))
     guard(lambda: resolve_device(config.device))  # once, before anything: not in each run
     data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
     guard(lambda: check_on_data(config, data))  # loads and prepares the data, builds each model on it
     store = guard(lambda: ResultStore(results_dir))
+    tracker = None
+    if track is not None:
+        from bench.results.tracking import Tracker
+
+        tracker = Tracker(track, results_dir, f"bench run {','.join(m.name for m in config.models)}",
+                          {"command": command_line()})
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():
             outcome = guard(lambda: run_benchmark(config, store, data=data, log=_log, epoch_lines=lines,
-                                                  progress=bars))
+                                                  progress=bars, checkpoints=not no_checkpoint, tracker=tracker))
     except KeyboardInterrupt as exc:
         click.echo(printable(f"interrupted ({exc or 'Ctrl-C'}): the current run is recorded as interrupted in "
                              f"{store.path}"), err=True)
+        if tracker:
+            tracker.close("KILLED")
         sys.exit(exit_code(exc))
     runs = store.runs(ids=outcome.finished)  # this invocation's runs only, never earlier ones
     if rerun is not None and runs:
@@ -100,6 +127,11 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
         if output:
             guard(lambda: write_page(Path(output), f"{data_cfg.label()} leaderboard",
                                      leaderboard_sections(runs, baseline, metrics)), click.ClickException)
+    if tracker:
+        from bench.results.pages import leaderboard_sections
+
+        page = "\n".join(leaderboard_sections(runs, baseline, metrics)) if runs else None
+        tracker.close("FINISHED" if not outcome.failures else "FAILED", {"leaderboard.md": page})
     requested = len(config.models) * len(config.seeds)
     click.echo(printable(f"wall time {time.perf_counter() - started:.1f} s; {len(runs)} of {requested} runs "
                          f"finished, recorded in {store.path}"), err=True)
@@ -110,13 +142,13 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
         sys.exit(1)
 
 
-def _models(names: tuple[str, ...], embed_dim: int, interactions: str | None, params_path: str | None,
+def _models(base: tuple[ModelConfig, ...], embed_dim: int, interactions: str | None, params_path: str | None,
             baseline: str, results_dir: str, data_cfg: Any, sets: tuple[str, ...],
             tuned_only: bool = False) -> tuple[ModelConfig, ...]:
-    """The models of the run, in the configuration's precedence: --models with the command line's embedding dim,
-    `composed` for --interactions, NAME:tuned from --params (next to NAME, or instead of it with --tuned-only,
-    and the baseline), then --set."""
-    models = {name: ModelConfig(name, embed_dim=embed_dim) for name in names}
+    """The models of the run, in the configuration's precedence: `base` (--models with the command line's
+    embedding dim, or an experiment file's models), `composed` for --interactions, NAME:tuned from --params
+    (next to NAME, or instead of it with --tuned-only, and the baseline), then --set."""
+    models = {model.name: model for model in base}
     if interactions:
         composed = models.get("composed", ModelConfig("composed", embed_dim=embed_dim))
         models["composed"] = composed.with_params({"interactions": interactions})

@@ -12,16 +12,21 @@ import click
 
 import registry
 from bench.cli.common import (
+    base_models,
     comma_option,
+    config_option,
     data_options,
+    experiment_file,
     experiment_parts,
+    explicit,
     fail,
     guard,
     progress_mode,
+    track_option,
     train_options,
     write_page,
 )
-from bench.config import ExperimentConfig, ModelConfig
+from bench.config import ExperimentConfig
 from bench.text import printable
 from bench.tune.space import SWEEPS
 
@@ -71,6 +76,8 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
 @click.option("--confirm-seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="new seeds per confirmed trial (validation only)")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
+@config_option
+@track_option
 @data_options
 @train_options
 def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
@@ -109,14 +116,20 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
         fail(f"--sweep {','.join(unknown)}: expected some of {', '.join(SWEEPS)}")
     threads, results_dir = kw.pop("threads"), kw.pop("results_dir")
     bars = progress_mode(kw.pop("progress"))[0]
-    data_cfg, train_cfg, eval_cfg = experiment_parts(kw)
+    from bench.results.tracking import parse_track
+
+    track = guard(lambda: parse_track(kw.pop("track")))
+    file = experiment_file(kw.pop("config_path"))
+    data_cfg, train_cfg, eval_cfg = experiment_parts(kw, file)
+    given = explicit()
+    kw["device"] = file["device"] if "device" in file and "device" not in given else kw["device"]
     guard(lambda: check_results_dir(results_dir))
     guard(lambda: check_url(storage))
     if output:
         guard(lambda: check_writable_file(output, "--output"))
     experiment = guard(lambda: ExperimentConfig(
         data=data_cfg, train=train_cfg, eval=eval_cfg, device=kw["device"],
-        models=tuple(ModelConfig(name, embed_dim=kw["embed_dim"]) for name in models)))
+        models=base_models(models, file, kw["embed_dim"], "embed_dim" in given, "models" in given)))
     for model in experiment.models:
         guard(lambda model=model: registry.get("model", model.plugin))
     device_names = [guard(lambda d=d: str(resolve_device(d))) for d in devices or (kw["device"],)]
@@ -132,7 +145,8 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
         for model in experiment.models:
             cfg = TuneConfig(experiment=experiment, model=model, trials=trials, timeout=timeout, storage=storage,
                              study=study, n_jobs=n_jobs, threads=threads, device=device, sweep=sweep,
-                             objective=objective, pruner=pruner, seed=seed, results_dir=results_dir, progress=bars)
+                             objective=objective, pruner=pruner, seed=seed, results_dir=results_dir, progress=bars,
+                             track=track)
             started = time.perf_counter()
             result = guard(lambda cfg=cfg: run_study(cfg, data))
             counts = summary(result)

@@ -15,6 +15,11 @@ by the model's declared `floats_per_pair`, `floats_per_user` / `floats_per_row` 
 CHUNK_FLOATS (and items in blocks where one user's row alone would pass that); rank counts come from
 `bench.eval.metrics.rank_counts` and metrics from `bench.eval.metrics.ranking_metrics`, so tie handling is
 one explicit policy.
+
+With `top=True` (the runner's test evaluation) the full protocol also keeps each user's top-K list
+(`bench.eval.metrics.top_items` on the same masked scores, in the same chunks) and computes the beyond-accuracy
+metrics from it (`bench.eval.beyond`); `top_k_items` ranks chosen users exactly as the evaluator does
+(`bench recommend`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from bench.config import EvalConfig
 from bench.data.eval_negatives import sample_eval_negatives
 from bench.data.types import InteractionData, Pairs, UserRows
 from bench.device import flush_denormal
-from bench.eval.metrics import rank_counts, ranking_metrics
+from bench.eval.beyond import beyond_accuracy
+from bench.eval.metrics import rank_counts, ranking_metrics, top_items
 from bench.nn.model import RankingModel
 
 SPLITS = ("val", "test")
@@ -49,16 +55,21 @@ class EvalResult:
     split: str
     seconds: float
     users_per_s: float
+    top: np.ndarray | None = None  # (users, max K) each user's best candidates, best first (evaluate(top=True))
 
 
 def evaluate(model: RankingModel, data: InteractionData, split: str = "val", config: EvalConfig | None = None, *,
              seed: int = 0, device: str | torch.device = "cpu", batch_users: int | None = None,
-             max_users: int | None = None) -> EvalResult:
+             max_users: int | None = None, top: bool = False) -> EvalResult:
     """Rank every `split` user's held-out item under `config` (protocol, negatives, cutoffs, tie policy; the
     defaults of EvalConfig when None); see the module docstring for the protocols.
 
     `max_users`: rank only a fixed subset of that many users, the same for every call (chosen by a hash of
-    the rows, not by `seed`), to bound what early stopping costs at scale; never for test."""
+    the rows, not by `seed`), to bound what early stopping costs at scale; never for test.
+
+    `top`: under the full protocol, also keep each user's top-max(K) items (`EvalResult.top`) and add the
+    beyond-accuracy metrics (`bench.eval.beyond`) after the accuracy ones; the sampled protocol has no full list,
+    so there it adds nothing."""
     config = config or EvalConfig()
     if split not in SPLITS:
         raise ValueError(f"evaluate: split={split!r}; expected one of {', '.join(SPLITS)}")
@@ -79,18 +90,24 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", con
     model.eval()
     try:
         with torch.inference_mode():
+            best = None
             if config.protocol == "full":
-                greater, tied, n_candidates = _rank_full(model, data, users, items, states, split, device,
-                                                         batch_users)
+                greater, tied, n_candidates, best = _rank_full(model, data, users, items, states, split, device,
+                                                               batch_users, max(config.ks) if top else 0)
             else:
                 greater, tied, n_candidates = _rank_sampled(model, data, users, items, states,
                                                             config.eval_negatives, seed, device, batch_users)
     finally:
         model.train(was_training)
     per_user = ranking_metrics(greater, tied, config.ks, config.ties)
+    metrics = {name: float(values.mean()) for name, values in per_user.items()}
+    if best is not None:
+        extra, extra_per_user = beyond_accuracy(best, data.item_counts(), config.ks)
+        metrics.update(extra)
+        per_user.update(extra_per_user)
     seconds = time.perf_counter() - start
     return EvalResult(
-        metrics={name: float(values.mean()) for name, values in per_user.items()},
+        metrics=metrics,
         per_user=per_user,
         users=users,
         n_candidates=n_candidates,
@@ -100,6 +117,7 @@ def evaluate(model: RankingModel, data: InteractionData, split: str = "val", con
         split=split,
         seconds=seconds,
         users_per_s=len(users) / seconds if seconds > 0 else float("inf"),
+        top=best,
     )
 
 
@@ -172,10 +190,10 @@ def _scores(model: RankingModel, data: InteractionData, user_rows: UserRows, sta
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
-               states: np.ndarray, split: str, device: torch.device,
-               batch_users: int | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Rank counts against every pool item not already known for the user."""
+def _full_setup(model: RankingModel, data: InteractionData, split: str, device: torch.device,
+                batch_users: int | None) -> tuple[list, UserRows, int, list | None]:
+    """What every chunk of a full ranking shares: the split's masks (checked against the item matrix), the user
+    rows, the users per chunk and, for a trained model, its item scorers."""
     known = data.eval_masks(split)
     for csr in known:
         if csr.n_items != data.n_items:
@@ -184,23 +202,85 @@ def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, it
     user_rows, item_x = data.user_rows(device), data.item_features.to(device)
     chunk = batch_users or _chunk_users(model, data.n_items)
     scorers = _item_scorers(model, data, item_x, _item_block(model, data, chunk)) if model.trainable else None
+    return known, user_rows, chunk, scorers
+
+
+def _chunk_full(model: RankingModel, data: InteractionData, rows: np.ndarray, items: np.ndarray,
+                states: np.ndarray, known: list, user_rows: UserRows, scorers: list | None, device: torch.device,
+                mask: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk's (scores, candidates, target): every pool item competes except what the user had already shown
+    us (`known`, unless `mask` is off), and the held-out item always does."""
+    target = torch.from_numpy(items).to(device)
+    candidates = torch.ones(len(rows), data.n_items, dtype=torch.bool, device=device)
+    for csr in known if mask else ():
+        r, c = csr.rows_pairs(rows)
+        candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
+    candidates[:, 0] = False  # the padding row is never a candidate
+    candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
+    scores = _scores(model, data, user_rows, states, device, scorers)
+    if scores.shape != candidates.shape:
+        raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
+                         f"{tuple(candidates.shape)} (users x items)")
+    return scores, candidates, target
+
+
+def _rank_full(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,
+               states: np.ndarray, split: str, device: torch.device, batch_users: int | None,
+               top_k: int = 0) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
+    """Rank counts against every pool item not already known for the user, and with `top_k` each user's
+    `top_k` best candidates (else None)."""
+    known, user_rows, chunk, scorers = _full_setup(model, data, split, device, batch_users)
     greater, tied, counts = (torch.empty(len(users), dtype=torch.long, device=device) for _ in range(3))
+    best = torch.zeros(len(users), min(top_k, data.n_items), dtype=torch.long, device=device) if top_k else None
     for start in range(0, len(users), chunk):
-        rows, target = users[start:start + chunk], torch.from_numpy(items[start:start + chunk]).to(device)
-        candidates = torch.ones(len(rows), data.n_items, dtype=torch.bool, device=device)
-        for csr in known:
-            r, c = csr.rows_pairs(rows)
-            candidates[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)] = False
-        candidates[:, 0] = False  # the padding row is never a candidate
-        candidates[torch.arange(len(rows), device=device), target] = True  # the answer always competes
-        scores = _scores(model, data, user_rows, states[start:start + chunk], device, scorers)
-        if scores.shape != candidates.shape:
-            raise ValueError(f"{type(model).__name__} scored {tuple(scores.shape)}, expected "
-                             f"{tuple(candidates.shape)} (users x items)")
-        done = slice(start, start + len(rows))
+        done = slice(start, start + chunk)
+        scores, candidates, target = _chunk_full(model, data, users[done], items[done], states[done], known,
+                                                 user_rows, scorers, device)
         greater[done], tied[done] = rank_counts(scores, target, candidates)
         counts[done] = candidates.sum(dim=1)
-    return _numpy(greater), _numpy(tied), counts.double().mean().item()
+        if best is not None:
+            best[done] = top_items(scores, candidates, top_k)[0]
+    return (_numpy(greater), _numpy(tied), counts.double().mean().item(),
+            None if best is None else _numpy(best))
+
+
+def top_k_items(model: RankingModel, data: InteractionData, split: str, positions: np.ndarray, k: int, *,
+                include_seen: bool = False, device: str | torch.device = "cpu",
+                batch_users: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best items (item rows, 0 past a user's candidates) and their scores, best first, of the `split`
+    rows at `positions` (indices into data.val / data.test), ranked as `evaluate(..., top=True)` ranks them: the
+    same state, masks, tie order and chunks (each position's whole chunk is scored, so the scores are the ones
+    the evaluator computed, whatever a batch size changes in the arithmetic). `include_seen`: nothing masked."""
+    users, items, states = _held_out(data, split)
+    positions = np.asarray(positions, dtype=np.int64)
+    if positions.size and (positions.min() < 0 or positions.max() >= len(users)):
+        raise ValueError(f"top_k_items: positions must be in 0..{len(users) - 1}")
+    device = torch.device(device)
+    _check_model_device(model, device)
+    flush_denormal()
+    was_training = model.training
+    model.eval()
+    out_items = np.zeros((len(positions), min(k, data.n_items)), dtype=np.int64)
+    out_scores = np.zeros(out_items.shape, dtype=np.float64)
+    try:
+        with torch.inference_mode():
+            known, user_rows, chunk, scorers = _full_setup(model, data, split, device, batch_users)
+            for start in np.unique(positions // chunk * chunk):
+                done = slice(int(start), int(start) + chunk)
+                scores, candidates, _ = _chunk_full(model, data, users[done], items[done], states[done], known,
+                                                    user_rows, scorers, device, mask=not include_seen)
+                bad = (~scores.isfinite() & candidates).any(dim=1)
+                if bool(bad.any()):
+                    raise ValueError(f"the model produced NaN or infinite scores for {int(bad.sum())} users; they "
+                                     "cannot be ranked")
+                best, values = top_items(scores, candidates, k)
+                here = np.flatnonzero(positions // chunk * chunk == start)
+                within = torch.from_numpy(positions[here] - start).to(device)
+                out_items[here] = _numpy(best[within])
+                out_scores[here] = values[within].double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out_items, out_scores
 
 
 def _rank_sampled(model: RankingModel, data: InteractionData, users: np.ndarray, items: np.ndarray,

@@ -143,3 +143,27 @@ def rank_counts(scores: torch.Tensor, target: torch.Tensor,
         above, equal = above & candidates, equal & candidates
     equal.scatter_(1, target, False)  # the held-out item does not tie with itself
     return above.sum(dim=1), equal.sum(dim=1)
+
+
+def top_items(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's `k` best candidate columns, best first, and their scores: (U, k) column indices, 0 (the padding
+    row, never a candidate) where a row has fewer than `k` candidates, and (U, k) scores (-inf there).
+
+    One explicit order, so a list is the same wherever it is computed: a higher score first, and among equal
+    scores the lower column (item row) first. `torch.topk` picks the k best; only rows where a tie straddles the
+    k-th place (more columns equal to the k-th score than were taken) are fully sorted, stably, to take the
+    lowest columns of that tie, so the cost stays topk's."""
+    k = min(k, scores.shape[1])
+    masked = torch.where(candidates, scores, torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device))
+    values, columns = masked.topk(k, dim=1)
+    kth = values[:, -1:]
+    straddles = (masked == kth).sum(dim=1) > (values == kth).sum(dim=1)
+    if bool(straddles.any()):
+        rows = straddles.nonzero().squeeze(1)
+        ordered = masked[rows].sort(dim=1, descending=True, stable=True)
+        values[rows], columns[rows] = ordered.values[:, :k], ordered.indices[:, :k]
+    columns, by_column = columns.sort(dim=1)  # ties in column order, then a stable sort by score keeps it
+    values = values.gather(1, by_column)
+    values, by_score = values.sort(dim=1, descending=True, stable=True)
+    columns = columns.gather(1, by_score)
+    return torch.where(values > float("-inf"), columns, torch.zeros_like(columns)), values

@@ -147,16 +147,17 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
     """Write a results file whole or not at all: a temporary file beside it, created exclusively under a fresh
-    unpredictable name (a link planted there is never followed), synced, then renamed into place."""
+    unpredictable name (a link planted there is never followed), synced, then renamed into place. `bytes` are
+    written as they are (a checkpoint), text as text."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         tmp = Path(name)
-        with os.fdopen(fd, "w") as file:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())

@@ -3,7 +3,9 @@
 The printed tables show a few metrics by default, so they fit a terminal: HR and NDCG at the chosen K
 (10 when it was computed) and MRR. Recall@K is never displayed: every protocol here holds out one item
 per user, where Recall@K equals HR@K. `--metrics` asks for others (or `all`); `--format json/csv` carry
-every stored metric, Recall included.
+every stored metric, Recall included. The beyond-accuracy metrics (Coverage@K, Gini@K, AvgPop@K, Novelty@K,
+`bench.eval.beyond`) come after the accuracy ones; Coverage and Gini have one value per run, so their cell is
+the mean over seeds (± the std), never an interval over users, and they are not in the comparison's tests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from tabulate import tabulate
 
+from bench.eval.beyond import BEYOND_METRICS
 from bench.eval.stats import bootstrap_interval, holm, paired_permutation_test
 from bench.results.card import FACTORS
 from bench.results.card import card as protocol_card
@@ -30,11 +33,13 @@ _METRIC_ORDER = ("HR", "NDCG", "Recall", "MAP")
 
 
 def metric_names(runs: Iterable[Run]) -> list[str]:
-    """Metric keys present in the runs, ordered by K then HR, NDCG, Recall, MAP, then MRR."""
+    """Metric keys present in the runs, ordered by K then HR, NDCG, Recall, MAP, then MRR, then the
+    beyond-accuracy ones by K then Coverage, Gini, AvgPop, Novelty."""
     keys = {k for r in runs for k in r.metrics}
     ks = sorted({int(m.group(1)) for k in keys if (m := re.search(r"@(\d+)$", k))})
     ordered = [f"{name}@{k}" for k in ks for name in _METRIC_ORDER if f"{name}@{k}" in keys]
-    return ordered + (["MRR"] if "MRR" in keys else [])
+    beyond = [f"{name}@{k}" for k in ks for name in BEYOND_METRICS if f"{name}@{k}" in keys]
+    return ordered + (["MRR"] if "MRR" in keys else []) + beyond
 
 
 def display_metrics(runs: Iterable[Run], requested: Iterable[str] | None = None) -> list[str]:
@@ -76,7 +81,8 @@ def leaderboard_rows(runs: list[Run], intervals: bool = True) -> list[dict[str, 
     for model, group in _by_model(runs).items():
         row: dict[str, Any] = {"model": model, "seeds": len(group)}
         for name in names:
-            mean, std = _mean_std([r.metrics[name] for r in group if name in r.metrics])
+            values = [r.metrics[name] for r in group if name in r.metrics]  # none: runs from before a metric
+            mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
             row[name] = {"mean": mean, "std": std}
             if intervals and all(name in r.per_user for r in group):
                 low, high = bootstrap_interval(_per_user_matrix(group, name)[1])

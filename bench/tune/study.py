@@ -68,6 +68,8 @@ class TuneConfig:
     seed: int = 0
     results_dir: str = "results"
     progress: bool = True
+    track: str | None = None  # MLflow: '' the local store under results_dir, else its URI; None: not tracked
+    track_parent: str | None = None  # the MLflow run the trials nest under (made by `tune`)
 
     def study_name(self) -> str:
         """One study per (data, model, sweep, objective, validation protocol, device): never mixed."""
@@ -181,6 +183,7 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
     set_threads(cfg.threads)
     flush_denormal()
     study = open_study(cfg)
+    tracker = _tracker(cfg)
     data = data if isinstance(data, DataSource) else DataSource.fixed(data) if data is not None else DataSource()
     data.get(cfg.model.data_config(cfg.experiment.data))  # loaded before the first trial
     device = resolve_device(cfg.device)
@@ -203,7 +206,7 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
             if bar is not None:
                 _show(bar, study, done)
             if waiting or done + running < cfg.trials:
-                ran += _one_trial(study, cfg, data, device)
+                ran += _one_trial(study, cfg, data, device, tracker)
             elif running:  # other workers' last trials: wait, to retry any of them that is lost
                 _sleep(HEARTBEAT_S, stop)
             else:
@@ -218,9 +221,9 @@ def work(cfg: TuneConfig, worker: int = 0, data: Any = None, stop_event: Any = N
     return ran
 
 
-def _one_trial(study: optuna.Study, cfg: TuneConfig, data: Any, device: Any) -> int:
+def _one_trial(study: optuna.Study, cfg: TuneConfig, data: Any, device: Any, tracker: Any = None) -> int:
     """Run one trial (a queued retry first); 1 if it was a real one, 0 if a surplus or declared lost meanwhile."""
-    state: dict[str, Any] = {"surplus": False, "number": None}
+    state: dict[str, Any] = {"surplus": False, "number": None, "tracker": tracker}
     try:
         study.optimize(lambda trial: _objective(study, trial, cfg, data, device, state), n_trials=1,
                        catch=CATCH, gc_after_trial=False, show_progress_bar=False)
@@ -298,13 +301,45 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
     model = replace(cfg.model, plugin=plugin).with_params(params)
     train_cfg = model.train_config(replace(cfg.experiment.train, val_metric=cfg.objective), cfg.seed + trial.number)
     started = time.perf_counter()
+    tracker = state.get("tracker")
+    run = tracker.start(f"trial {trial.number}", {"model": plugin, **params}, {"trial": trial.number}) \
+        if tracker else None
 
     def report(epoch: int, row: dict[str, float]) -> None:
         trial.report(row[f"val_{cfg.objective}"], epoch)
+        if tracker:
+            tracker.epoch(run, epoch, {"loss": row["loss"], f"val_{cfg.objective}": row[f"val_{cfg.objective}"]})
         if trial.should_prune():
             trial.set_user_attr("seconds", time.perf_counter() - started)
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+    try:
+        value = _evaluate_trial(trial, cfg, data, device, model, train_cfg, started, report)
+    except optuna.TrialPruned:
+        if tracker:
+            tracker.finish(run, {}, status="KILLED")
+        raise
+    except BaseException:
+        if tracker:
+            tracker.finish(run, {}, status="FAILED")
+        raise
+    if tracker:
+        tracker.finish(run, {"value": value})
+    return value
+
+
+def _tracker(cfg: TuneConfig) -> Any:
+    """This worker's MLflow tracker (trials nest under the study's run), or None when not tracking."""
+    if cfg.track is None:
+        return None
+    from bench.results.tracking import Tracker
+
+    return Tracker(cfg.track, cfg.results_dir, cfg.study_name(), parent=cfg.track_parent)
+
+
+def _evaluate_trial(trial: optuna.Trial, cfg: TuneConfig, data: Any, device: Any, model: ModelConfig,
+                    train_cfg: Any, started: float, report: Any) -> float:
+    """Train (or fit) one trial's configuration; its best validation value of cfg.objective."""
     try:
         seed_everything(train_cfg.seed, train_cfg.deterministic)
         prepared = data.get(model.data_config(cfg.experiment.data))
@@ -319,7 +354,7 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
     except UpdateFinishedTrialError:
         raise  # another worker declared this trial lost meanwhile: see _one_trial
     except KeyboardInterrupt as exc:
-        _interrupted(study, trial, exc)
+        _interrupted(trial.study, trial, exc)
         raise
     except CATCH as exc:
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
@@ -407,6 +442,21 @@ def tune(cfg: TuneConfig, data: Any = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = replace(cfg, threads=worker_threads(cfg.n_jobs, cfg.threads))
     study = open_study(cfg)  # create it once before the workers race to
+    tracker = None
+    if cfg.track is not None and cfg.track_parent is None:  # the study's MLflow run, which every trial nests under
+        from bench.results.tracking import Tracker
+
+        tracker = Tracker(cfg.track, cfg.results_dir, cfg.study_name(), {"study": cfg.study_name()})
+        cfg = replace(cfg, track_parent=tracker.parent)
+    try:
+        return _run_workers(cfg, study, data)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _run_workers(cfg: TuneConfig, study: optuna.Study, data: Any) -> optuna.Study:
+    """The study's workers: this process and cfg.n_jobs - 1 helper processes (see `tune`)."""
     if cfg.n_jobs <= 1:
         stop_event = threading.Event()
         work(cfg, data=data, stop_event=stop_event)

@@ -140,7 +140,8 @@ class MovieLens100K(_MovieLens):
             items.choice(f"genre_{genre}", ("0", "1"))
         flags = items.frame[[f"genre_{g}" for g in ML100K_GENRES]].to_numpy() == "1"
         item_frame = pd.DataFrame({"item_id": items.numeric("item_id", integer=True),
-                                   **genre_fields(flags, ML100K_GENRES, genre_encoding)})
+                                   **genre_fields(flags, ML100K_GENRES, genre_encoding),
+                                   "title": items.frame["title"].to_numpy()})  # not a feature: for bench recommend
         check_ids(ratings, interactions, users, items, user_frame["user_id"], item_frame["item_id"])
         return interactions, user_frame, item_frame, ml100k_schema(genre_encoding)
 
@@ -174,7 +175,8 @@ class MovieLens1M(_MovieLens):
                        f"got {listed[unknown].iloc[0]!r}")
         flags = items.frame["genres"].str.get_dummies(sep="|").reindex(columns=ML1M_GENRES, fill_value=0)
         item_frame = pd.DataFrame({"item_id": items.numeric("item_id", integer=True),
-                                   **genre_fields(flags.to_numpy(), ML1M_GENRES, genre_encoding)})
+                                   **genre_fields(flags.to_numpy(), ML1M_GENRES, genre_encoding),
+                                   "title": items.frame["title"].to_numpy()})
         check_ids(ratings, interactions, users, items, user_frame["user_id"], item_frame["item_id"])
         schema = [
             ColumnSchema("user_id", "user", "label", is_id=True),
@@ -243,7 +245,8 @@ class _MovieLensCsv(_MovieLens):
         interactions = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "rating": stars.astype(np.float32),
                                      "timestamp": timestamps}, copy=False)
         users = pd.DataFrame({"user_id": np.sort(pd.unique(user_ids))})
-        items = pd.DataFrame({"item_id": movie_ids, **genre_fields(flags, genres, genre_encoding)})
+        items = pd.DataFrame({"item_id": movie_ids, **genre_fields(flags, genres, genre_encoding),
+                              "title": movies.frame["title"].to_numpy()})
         schema = [
             ColumnSchema("user_id", "user", "label", is_id=True),
             ColumnSchema("item_id", "item", "label", is_id=True),
