@@ -265,7 +265,11 @@ class TrainConfig:
                           low=1)
     schedule: str = option("constant", "learning rate schedule: constant, or cosine-annealed over the epochs",
                            choices=SCHEDULES)
-    val_users: int = option(0, "early stopping ranks a fixed subset of this many validation users (0: all)", low=0)
+    val_users: int = option(0, "early stopping ranks a fixed subset of this many validation users (0: all, or as "
+                               "many as --val-budget pays for)", low=0)
+    val_budget: float = option(0.25, "validation during training may cost at most this share of a training epoch: "
+                                     "when a full pass would cost more (timed on 2,000 users after the first epoch), a "
+                                     "fixed subset of validation users is ranked (0: always every user)", low=0)
     optimizer: str = option("adam", "adam, or lazy_adam: Adam on the looked-up embedding rows only (large tables)",
                             choices=OPTIMIZERS)
     loss: str = option("bce", "bce: each positive and negative row on its own; sampled_softmax: a softmax over each "

@@ -213,7 +213,7 @@ def git_commit() -> str | None:
 
 def run_one(data: InteractionData, model: ModelConfig, seed: int, config: ExperimentConfig, store: ResultStore,
             on_epoch: Callable[[int, dict[str, float]], None] | None = None, progress: bool = False,
-            checkpoint: bool = True, tracker: Any = None) -> int:
+            checkpoint: bool = True, tracker: Any = None, log: Callable[[str], None] | None = None) -> int:
     """Train (or fit) and test one model on one seed; the run is in the store whatever happens. Returns its id.
     `checkpoint`: once finished, keep the model beside the store (`bench.results.checkpoints`); `tracker`: log the
     run to MLflow as well (`bench.results.tracking`; its failures never fail the run)."""
@@ -246,7 +246,7 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
                 if on_epoch is not None:
                     on_epoch(epoch, row)
 
-            result = train(built, data, train_cfg, evaluation, device, on_epoch=track, progress=progress)
+            result = train(built, data, train_cfg, evaluation, device, on_epoch=track, progress=progress, log=log)
         test = evaluate(built, data, "test", evaluation, seed=seed, device=device, top=True)  # + beyond accuracy
         timings = {
             "wall_s": time.perf_counter() - start,
@@ -257,6 +257,7 @@ def run_one(data: InteractionData, model: ModelConfig, seed: int, config: Experi
             "train_s": result.train_seconds if result else 0.0,
             "sampling_s": result.sampling_seconds if result else 0.0,
             "val_eval_s": result.eval_seconds if result else 0.0,
+            "val_users": result.val_users if result else 0,  # ranked by early stopping (fewer: the budget)
             "train_samples_per_s": result.samples_per_s if result else float("nan"),
             "test_eval_s": test.seconds,
             "eval_users_per_s": test.users_per_s,
@@ -343,7 +344,8 @@ def run_benchmark(config: ExperimentConfig, store: ResultStore, data: Interactio
             try:
                 on_epoch = line if epoch_lines else None
                 outcome.finished.append(run_one(data, model, seed, config, store, on_epoch, progress, checkpoints,
-                                                tracker))
+                                                tracker, lambda m, name=model.name, seed=seed: log(
+                                                    f"{name} seed {seed}: {m}")))
                 log(f"{model.name} seed {seed}: done")
             except KeyboardInterrupt:
                 raise

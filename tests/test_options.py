@@ -27,7 +27,7 @@ NON_DEFAULT = {  # a valid value other than the default, for the round trip
     "history_encoder": "recency", "history_options": {"decay": 0.5}, "history_order": "shuffled", "epochs": 3,
     "batch_size": 64, "lr": 0.01, "weight_decay": 0.0, "patience": 2, "num_negatives": 2, "sampler": "popularity",
     "sampler_options": {"alpha": 0.5}, "val_metric": "HR@5", "smoothing": 0.5, "average": 2, "schedule": "cosine",
-    "val_users": 100, "optimizer": "lazy_adam", "loss": "sampled_softmax", "deterministic": True,
+    "val_users": 100, "val_budget": 0.5, "optimizer": "lazy_adam", "loss": "sampled_softmax", "deterministic": True,
     "protocol": "sampled", "eval_negatives": 50, "ks": (1, 10), "ties": "pessimistic",
 }
 

@@ -176,3 +176,31 @@ def test_a_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_epochs(sma
 def _scripted(value):
     return EvalResult(metrics={"NDCG@10": value}, per_user={}, users=None, n_candidates=0.0, protocol="full",
                       ties="expected", num_negatives=None, split="val", seconds=0.0, users_per_s=0.0)
+
+
+def test_validation_stays_within_its_budget_by_ranking_a_fixed_subset(small_data, monkeypatch):
+    """When a full validation pass would cost more than --val-budget of a training epoch, early stopping ranks
+    a fixed subset of validation users (the same every epoch), says so, and the run records how many."""
+    monkeypatch.setattr(trainer_mod, "PROBE_USERS", 10)
+    lines = []
+    n = len(small_data.val)
+    assert n > 10
+    cases = [(TrainConfig(epochs=2, val_budget=1e-9), 10), (TrainConfig(epochs=2, val_budget=1e9), n),
+             (TrainConfig(epochs=2, val_budget=0.0), n), (TrainConfig(epochs=2, val_users=7), 7)]
+    for cfg, expected in cases:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("fm", embed_dim=8), small_data)
+        seen = []
+        original = trainer_mod.evaluate
+
+        def spy(model, data, split, config, seen=seen, original=original, **kw):
+            seen.append(kw.get("max_users"))
+            return original(model, data, split, config, **kw)
+
+        monkeypatch.setattr(trainer_mod, "evaluate", spy)
+        result = train(model, small_data, cfg, EvalConfig(), CPU, log=lines.append)
+        monkeypatch.setattr(trainer_mod, "evaluate", original)
+        assert result.val_users == expected, cfg
+        ranked = seen[-2:]  # the two epochs' validations (after the probe, when there was one)
+        assert ranked == ([None, None] if expected == n else [expected, expected])
+    assert len(lines) == 1 and f"a fixed subset of 10 of {n} users" in lines[0] and "test ranks every user" in lines[0]

@@ -50,6 +50,8 @@ class TrainResult:
     eval_seconds: float
     samples: int
     warnings: list[str] = field(default_factory=list)
+    val_users: int = 0  # validation users early stopping ranked (fewer than all: `budget_users`, or --val-users)
+    val_note: str | None = None  # why, when fewer than all by the budget
 
     @property
     def samples_per_s(self) -> float:
@@ -250,22 +252,47 @@ class _Total:
 
 
 def validate(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
-             device: torch.device) -> dict[str, float]:
+             device: torch.device, users: int | None = None) -> dict[str, float]:
     """The validation metrics early stopping reads (`config.val_metric`'s cutoff only), on every validation
-    user or on `config.val_users` of them."""
+    user or on a fixed subset of `users` of them (the same in every epoch: `evaluate`'s max_users)."""
     return evaluate(model, data, "val", replace(evaluation, ks=(config.val_k,)), seed=config.seed, device=device,
-                    max_users=config.val_users or None).metrics
+                    max_users=users).metrics
+
+
+PROBE_USERS = 2000  # validation users timed to estimate what a full pass costs (fewer: always every user)
+
+
+def budget_users(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
+                 device: torch.device, epoch_seconds: float) -> tuple[int | None, str | None]:
+    """How many validation users early stopping ranks: `config.val_users` when set; otherwise every one, unless
+    a full pass would cost more than `config.val_budget` of a training epoch (estimated from ranking a fixed
+    PROBE_USERS of them), then as many as that budget pays for (at least PROBE_USERS). Returns the count (None:
+    all) and a line saying why when they are fewer than all."""
+    n = len(data.val)
+    if config.val_users or not config.val_budget or n <= PROBE_USERS:
+        return (config.val_users or None), None
+    probe = evaluate(model, data, "val", replace(evaluation, ks=(config.val_k,)), seed=config.seed, device=device,
+                     max_users=PROBE_USERS)
+    full = probe.seconds * n / PROBE_USERS
+    allowed = config.val_budget * epoch_seconds
+    if full <= allowed:
+        return None, None
+    users = max(PROBE_USERS, int(n * allowed / full))
+    return users, (f"validation ranks a fixed subset of {users:,} of {n:,} users: a full pass would take about "
+                   f"{full:.0f} s, more than {config.val_budget:.0%} of a training epoch ({epoch_seconds:.0f} s; "
+                   "--val-budget, or --val-users N to choose); test ranks every user")
 
 
 def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, evaluation: EvalConfig,
           device: torch.device, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train `model` in place and leave it at its best validation epoch (`config.val_metric` under the
     `evaluation` protocol, at its cutoff only; smoothed over epochs with `config.smoothing`, the weights
     averaged over `config.average` epochs).
 
     `on_epoch(epoch, row)` is called after each validation (the tuner reports to Optuna there and may
-    raise optuna.TrialPruned); `progress` shows a progress bar.
+    raise optuna.TrialPruned); `progress` shows a progress bar; `log` gets the line saying when validation
+    ranks a subset of its users to stay within `config.val_budget` (`budget_users`).
     """
     flush_denormal()
     sampler = make_sampler(config).fit(data)
@@ -280,6 +307,7 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
     samples = 0
     warnings: list[str] = []
     first_loss: float | None = None
+    val_users, val_note = None, None
     bar = tqdm(range(1, config.epochs + 1), desc=type(model).__name__, disable=not progress, leave=False,
                dynamic_ncols=True)
     for epoch in bar:
@@ -298,7 +326,11 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
             schedule.step()
         t2 = time.perf_counter()
         _check_loss(loss.mean, first_loss, epoch, config, warnings)
-        metrics = validate(model, data, config, evaluation, device)
+        if epoch == 1:  # the first epoch's training time prices validation (`budget_users`)
+            val_users, val_note = budget_users(model, data, config, evaluation, device, t2 - t1)
+            if val_note and log is not None:
+                log(val_note)
+        metrics = validate(model, data, config, evaluation, device, val_users)
         t3 = time.perf_counter()
         sample_s, train_s, eval_s = sample_s + t1 - t0, train_s + t2 - t1, eval_s + t3 - t2
         samples += loss.samples
@@ -314,7 +346,7 @@ def train(model: torch.nn.Module, data: InteractionData, config: TrainConfig, ev
             break
     stopping.restore(model)
     return TrainResult(history, stopping.best_epoch, stopping.best_value, len(history), train_s, sample_s, eval_s,
-                       samples, warnings)
+                       samples, warnings, val_users or len(data.val), val_note)
 
 
 def _check_loss(mean: float, first: float | None, epoch: int, config: TrainConfig, warnings: list[str]) -> None:
