@@ -31,9 +31,10 @@ class Encoder(ABC):
         """Indices of a column's values; 0 where unknown."""
 
     @property
-    @abstractmethod
     def fitted(self) -> bool:
-        """Whether fit (or from_state) has given this encoder its vocabulary or bins."""
+        """Whether fit (or from_state) has given this encoder its vocabulary or bins. An encoder that does not say
+        (the first plugin guide's form) is taken as fitted, as it always was."""
+        return True
 
     def require_fitted(self, action: str) -> None:
         """One clear error for every use of an unfitted encoder."""

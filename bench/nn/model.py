@@ -252,6 +252,9 @@ def create_model(plugin: str, spec: FeatureSpec, embed_dim: int = 16, **params: 
     take one (those over a FeatureEmbedding), not the fitted ones."""
     import registry
 
-    if "embed_dim" in inspect.signature(registry.get("model", plugin)).parameters:
+    taken = inspect.signature(registry.get("model", plugin)).parameters
+    if "embed_dim" in taken:
         params["embed_dim"] = embed_dim
+    elif "fm_dim" in taken:  # the first plugin guide's name for it
+        params["fm_dim"] = embed_dim
     return _adapt_older_form(registry.create("model", plugin, spec=spec, **params), spec)

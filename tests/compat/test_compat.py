@@ -160,16 +160,12 @@ def test_the_data_plugins_encode_and_read_history_as_written(installed, data):
 
 # --- forms earlier guides documented that already broke (strict: a fix makes these pass, so drop the mark) ---
 
-@pytest.mark.xfail(strict=True, reason="the first guide's model (bench.model.RankingModel with head, fm_dim, "
-                   "bench.layers.MLP): bench.model and bench.layers moved to bench.nn.* without a shim that warns")
 def test_the_first_guides_model_form_runs(installed, tmp_path):
     res = bench("run", "--models", "compat-retired", "--baseline", "compat-retired", *TINY, *FAST,
                 "--results-dir", str(tmp_path))
     assert res.exit_code == 0, res.output
 
 
-@pytest.mark.xfail(strict=True, reason="the first guide's encoder (bench.encoding.Encoder without `fitted`): "
-                   "bench.encoding moved to bench.data.encoding and `fitted` became abstract, without a warning")
 def test_the_first_guides_encoder_form_runs(installed, tmp_path):
     res = bench("run", "--models", "compat-fitted", "--baseline", "compat-fitted", *TINY,
                 "--dataset-opt", "city_encoder=compat-length", *FAST, "--results-dir", str(tmp_path))

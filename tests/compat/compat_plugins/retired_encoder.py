@@ -1,9 +1,10 @@
 """The encoder form of the first plugin guide (README at eb2280b): a bench.encoding.Encoder subclass with fit,
 transform, vocab_size, state and from_state. Its module moved (bench.data.encoding) and `fitted` became abstract:
-retired without a warning (see test_compat.py)."""
+kept working: the bench.encoding shim warns (FutureWarning), `fitted` defaults to True (see test_compat.py)."""
 
 import numpy as np
 import pandas as pd
+
 from bench.encoding import Encoder
 
 

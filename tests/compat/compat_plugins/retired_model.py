@@ -1,11 +1,12 @@
 """The model form of the first plugin guide (README at eb2280b): a bench.model.RankingModel subclass built as
 Model(spec, fm_dim), its equation in head. Its modules moved (bench.nn.model, bench.nn.layers) and fm_dim became
-embed_dim without an alias: retired without a warning (see test_compat.py)."""
+embed_dim: kept working through bench.model / bench.layers shims that warn (FutureWarning) and the
+fm_dim keyword (see test_compat.py)."""
 
 import torch
+
 from bench.layers import MLP
 from bench.model import RankingModel
-
 from plugins.interactions.fm import FMInteraction
 
 
