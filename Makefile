@@ -27,6 +27,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"  # the peer libraries tests/bench_peers.py times
 	$(PY) -m pytest tests/bench_*.py --benchmark-only --benchmark-columns=min,median,max,rounds
 
 clean:

@@ -279,3 +279,71 @@ def test_bench_kernel_keeps_freed_memory_unless_asked_to_measure_it_fresh(tmp_pa
     assert kept.exit_code == fresh.exit_code == 0, kept.output
     assert {r["memory"] for r in json.loads(kept.stdout)} == {"kept"} and "freed memory kept" in kept.stderr
     assert {r["memory"] for r in json.loads(fresh.stdout)} == {"fresh"}
+
+
+# --- the models' kernel: one pass over each row, compiled once with dynamic shapes ----------------------------
+
+@pytest.mark.parametrize("shape", [(64, 24, 16), (7, 5, 3), (1, 4, 2), (0, 3, 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_matches_naive_in_values_and_gradients(shape, dtype):
+    v = torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out = fm_kernels.one_pass(v)
+    ref_v = v.detach().double().requires_grad_()
+    ref = fm_kernels.naive(ref_v)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn(shape[0], 1, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    out.backward(g)
+    ref.backward(g.double())
+    torch.testing.assert_close(v.grad.double(), ref_v.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_one_pass_compiles_once_for_every_batch_size():
+    import torch._dynamo.utils as dynamo_utils
+
+    fm_kernels.one_pass(torch.randn(16, 6, 4))  # compiled (or found compiled) for this dtype
+    before = dynamo_utils.counters["stats"]["unique_graphs"]
+    for batch in (3, 17, 256, 1031, 2):  # a ragged last batch of any size: no recompile
+        fm_kernels.one_pass(torch.randn(batch, 6, 4))
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == before
+    assert fm_kernels._COMPILED.unavailable is None
+
+
+def test_one_pass_falls_back_to_the_eager_kernel_with_one_warning(monkeypatch):
+    compiler = fm_kernels._OnePassCompiler()
+    monkeypatch.setattr(fm_kernels, "_COMPILED", compiler)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    v = torch.randn(32, 5, 4, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(UserWarning, match="could not be compiled .*the eager kernel serves"):
+        out = fm_kernels.one_pass(v)
+    torch.testing.assert_close(out, fm_kernels.fused(v))
+    fm_kernels.one_pass(v)  # no second warning: the reason is kept
+    assert "No working C++ compiler" in compiler.unavailable
+    monkeypatch.setenv("BENCH_FM_COMPILE", "0")
+    off = fm_kernels._OnePassCompiler()
+    monkeypatch.setattr(fm_kernels, "_COMPILED", off)
+    torch.testing.assert_close(fm_kernels.one_pass(v), fm_kernels.fused(v))
+    assert off.unavailable == "BENCH_FM_COMPILE=0"
+
+
+def test_one_pass_under_a_dispatch_mode_serves_eagerly_and_keeps_the_compiled_kernel(monkeypatch):
+    """Dynamo skips frames under a TorchDispatchMode (FlopCounterMode in bench.scale): the eager path must
+    serve there without disabling the compiled kernel for the rest of the process."""
+    import warnings
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    compiler = fm_kernels._OnePassCompiler()
+    monkeypatch.setattr(fm_kernels, "_COMPILED", compiler)
+    v = torch.randn(32, 5, 4, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "could not be compiled" warning
+        with FlopCounterMode(display=False):
+            inside = fm_kernels.one_pass(v)
+        outside = fm_kernels.one_pass(v)
+    torch.testing.assert_close(inside, fm_kernels.naive(v), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outside, inside, rtol=1e-5, atol=1e-5)
+    assert compiler.unavailable is None and compiler.kernel is not None

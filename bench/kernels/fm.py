@@ -19,10 +19,13 @@ Which one the layer uses, and why (the figures: docs/performance.md and `bench k
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Callable
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 try:  # optional: only CUDA tensors use it, and only where the package is installed
     import triton
@@ -93,6 +96,78 @@ def fused(v: torch.Tensor) -> torch.Tensor:
     """FM term by `FusedFM`: the fastest eager implementation on CPU."""
     _check_input(v)
     return FusedFM.apply(v)
+
+
+def _terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FM term (B,) and s = sum_f v_f (B, D): what `one_pass` compiles into one loop over each row."""
+    acc = v.to(_accumulation_dtype(v.dtype))
+    s = acc.sum(dim=1)
+    return 0.5 * ((s * s).sum(dim=1) - (acc * acc).sum(dim=(1, 2))), s
+
+
+class _OnePassCompiler:
+    """`_terms` compiled once per process with dynamic shapes (any batch, fields and dim reuse one kernel), or
+    the reason it cannot be: no compiler, a torch without inductor, or BENCH_FM_COMPILE=0."""
+
+    def __init__(self) -> None:
+        self.kernel: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.unavailable: str | None = None
+
+    def __call__(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The compiled terms, or None where the eager path must serve (see `one_pass`)."""
+        if self.unavailable is not None or v.device.type != "cpu" or is_in_torch_dispatch_mode():
+            return None  # under a dispatch mode (FlopCounterMode, fake tensors) dynamo skips the frame: eager
+        if self.kernel is None and os.environ.get("BENCH_FM_COMPILE", "1") == "0":
+            self.unavailable = "BENCH_FM_COMPILE=0"
+            return None
+        try:
+            if self.kernel is None:
+                self.kernel = torch.compile(_terms, dynamic=True, fullgraph=True)
+            return self.kernel(v)
+        except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor limitation: the eager path serves
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            self.unavailable = f"{type(exc).__name__}: {detail}"
+            warnings.warn(f"the FM kernel could not be compiled ({self.unavailable}); the eager kernel serves "
+                          "(the same values, slower)", stacklevel=3)
+            return None
+
+
+_COMPILED = _OnePassCompiler()
+
+
+class OnePassFM(torch.autograd.Function):
+    """The FM term reading v once: forward computes s = sum_f v_f and the sum of squares in one loop over each row
+    (compiled; the row's fields stay in cache between the two), backward writes g * (s - v_f) in one pass."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            done = _COMPILED(v) if v.shape[0] > 1 else None  # a batch of one: eager (no recompile for size 1)
+        if done is None:
+            s = v.sum(dim=1)
+            acc = _accumulation_dtype(v.dtype)
+            out = 0.5 * (torch.linalg.vector_norm(s.to(acc), dim=1).square()
+                         - torch.linalg.vector_norm(v.flatten(1), dim=1).to(acc).square())
+        else:
+            out, s = done
+            s = s.to(v.dtype)
+        ctx.save_for_backward(v, s)
+        return out.to(v.dtype).unsqueeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        v, s = ctx.saved_tensors
+        g = grad_out.reshape(-1, 1)  # (B, 1)
+        return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
+
+
+def one_pass(v: torch.Tensor) -> torch.Tensor:
+    """FM term by `OnePassFM`: the models' kernel (plugins/interactions/fm.py). On CPU a kernel compiled once
+    (dynamic shapes: a ragged last batch does not recompile) reads each row once; where no compiler is
+    present, or on other devices, the eager `fused` path serves, with the same values."""
+    _check_input(v)
+    return OnePassFM.apply(v)
 
 
 def compile_sumsq() -> Callable[[torch.Tensor], torch.Tensor]:

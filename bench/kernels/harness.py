@@ -89,12 +89,14 @@ IMPLEMENTATIONS: dict[str, KernelFactory] = {
     "naive": _eager(fm.naive),
     "sumsq": _eager(fm.sumsq),
     "fused": _eager(fm.fused),
+    "one_pass": _eager(fm.one_pass),
     "compiled": _compiled,
     "triton": _triton,
 }
 # timed by default: all but `naive`, which every row is still checked against; its O(F^2) loop of small
 # ops took over 12 minutes at batch 65536 on a 2-core CPU, so it is timed only when named (or with 'all')
 DEFAULT_IMPLS = tuple(name for name in IMPLEMENTATIONS if name != "naive")
+MODELS_USE = "one_pass"  # the implementation the models' FM layer calls (plugins/interactions/fm.py)
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,7 @@ def _row(
     gb_per_s = nbytes / timing.median_s / 1e9
     return {
         "impl": impl,
+        "used_by_models": impl == MODELS_USE,
         "device": device.type,
         "dtype": str(dtype).replace("torch.", ""),
         "pass": pass_,
@@ -446,6 +449,7 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
                  "last-level cache with its output, a copy of the input's size (from cache)")
         table = [
             ["" if r[key] is None else spec.format(r[key] / 1e6 if key == "bytes" else r[key])
+             + (" (models)" if key == "impl" and r.get("used_by_models") else "")
              for key, _, spec in TABLE_COLUMNS] for r in mine
         ]
         blocks.append(title + "\n\n" + tabulate(table, [h for _, h, _ in TABLE_COLUMNS], tablefmt="github"))
