@@ -1,26 +1,33 @@
-"""How each stage scales: load, split, one epoch of negatives, training, full ranking, baseline fits.
+"""How each stage scales: load, split, one epoch of negatives, training, full ranking, validation, baseline fits.
 
     python -m bench.scale --interactions 1000000,5000000,20000000 --history 0,50 --output results/scale.md
+    python -m bench.scale --interactions 5000000,20000000 --history 50 --encoders mean,recency,target,transformer,gru
+    python -m bench.scale --interactions 5000000 --split loo,global --no-baselines
 
-Each (size, history) is measured in a process of its own, one after another (peak RSS is a process's), on
-the `synthetic` dataset with ML-20M's proportions: about 145 positives' worth of ratings per user and
+Each (size, history, split) is measured in a process of its own, one after another (peak RSS is a process's),
+on the `synthetic` dataset with ML-20M's proportions: about 145 positives' worth of ratings per user and
 27,000 items at 20M interactions (items grow as the square root of the size). Per stage: wall seconds and
 the peak RSS during that stage (Linux: the process's high-water mark is reset as each stage starts; where
 it cannot be, the peak so far). Training and full ranking are timed on a bounded part and extrapolated
 (steps to one epoch, users to all users): their cost is linear in those, and at 20M a whole epoch takes
 minutes and a whole ranking tens of minutes; the table says which figures are extrapolated. Training is
-timed with each `train.optimizer` (Adam, lazy Adam), each from the same initial weights; the ranking uses
-the last. The baselines
-are fitted at history 0 only: their fits read the training positives, never the history, so the figures
-would repeat (at 20M, half an hour of them).
+timed with each `train.optimizer` (Adam, lazy Adam), each from the same initial weights, and with history
+once per `--encoders` encoder (Adam). After the last training stage of a model come its full ranking, the
+validation early stopping would run by default (`--val-budget`: the subset of users `budget_users` picks for
+that epoch time, timed whole) and the share of the machine's measured float32 matrix-multiply rate that
+ranking reaches (FLOPs counted by torch's FlopCounterMode on a few users). The baselines are fitted at
+history 0 only: their fits read the training positives, never the history, so the figures would repeat (at
+20M, half an hour of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +41,8 @@ ITEMS_AT_20M = 27_000
 TRAIN_STEPS = 200
 BATCH = 1024
 RANK_USERS = 2_000
+RANK_USERS_PAIRWISE = 200  # a target-aware encoder scores every pair through its attention: 10x the work
+FLOP_USERS = 20
 
 
 def shape(n: int) -> tuple[int, int]:
@@ -61,80 +70,152 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(n: int, history: int, threads: int) -> dict[str, Any]:
-    """Every stage at one size, in this process."""
-    import registry
-    from bench.config import OPTIMIZERS, EvalConfig, ModelConfig, TrainConfig, make_sampler
-    from bench.data.pipeline import prepare
-    from bench.device import flush_denormal
-    from bench.eval.evaluator import evaluate
-    from bench.runner import build_model
-    from bench.train.trainer import make_optimizers, optimizer_step
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate (median of `repeats` size x size products), GFLOP/s: the
+    peak that ranking, a batched product at heart, is read against."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up: thread pool, caches
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
 
-    torch.set_num_threads(threads)
-    flush_denormal()
-    users, items = shape(n)
-    rows: list[dict[str, Any]] = []
-    per_stage = reset_peak_rss()
 
-    def begin() -> float:
+def with_encoder(data: Any, encoder: str) -> Any:
+    """`data` whose history field is read by `encoder` (the split and the windows are shared, not redone)."""
+    fields = [dataclasses.replace(f, pooling=encoder) if f.name == "history" else f for f in data.spec.fields]
+    return dataclasses.replace(data, spec=type(data.spec)(fields))
+
+
+class Stages:
+    """The measured rows of one process: each stage's wall seconds and its own peak RSS."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.per_stage_peak = reset_peak_rss()
+
+    def begin(self) -> float:
         reset_peak_rss()
         return time.perf_counter()
 
-    def stage(name: str, seconds: float, note: str = "") -> None:
-        rows.append({"stage": name, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "note": note})
+    def add(self, name: str, seconds: float, note: str = "") -> None:
+        self.rows.append({"stage": name, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "note": note})
 
-    t = begin()
-    frames = registry.create("dataset", "synthetic", n_users=users, n_items=items, n_interactions=n).load()
-    stage("load (generate)", time.perf_counter() - t)
-    t = begin()
-    data = prepare(frames, history=history)
-    del frames
-    stage("split + encode + states", time.perf_counter() - t, f"{len(data.train):,} train positives")
 
-    config = TrainConfig(batch_size=BATCH)
-    t = begin()
-    sampler = make_sampler(config).fit(data)
-    drawn = sampler.sample(1)
-    stage("negatives, one epoch", time.perf_counter() - t, f"{len(drawn):,} rows")
+def time_training(stages: Stages, label: str, data: Any, optimizer: str,
+                  batches: tuple[torch.Tensor, torch.Tensor, torch.Tensor], epoch_steps: int) -> tuple[Any, float]:
+    """One epoch of DeepFM's training on `data` with `optimizer`, extrapolated from the batches given; returns
+    the model and the epoch's estimated seconds."""
+    from bench.config import ModelConfig, TrainConfig
+    from bench.runner import build_model
+    from bench.train.trainer import make_optimizers, optimizer_step
 
-    user_rows = data.user_rows()
-    states = torch.from_numpy(data.train.states)[drawn.positives[: TRAIN_STEPS * BATCH]]
-    user_x, item_x = user_rows(states), data.item_features[drawn.items[: TRAIN_STEPS * BATCH]]
-    labels = drawn.labels[: TRAIN_STEPS * BATCH]
-    epoch_steps = -(-len(drawn) // BATCH)
-    for optimizer_name in OPTIMIZERS:
-        torch.manual_seed(0)
-        model = build_model(ModelConfig("deepfm"), data)
-        optimizers = make_optimizers(model, TrainConfig(batch_size=BATCH, optimizer=optimizer_name))
-        t = begin()
-        for start in range(0, len(labels), BATCH):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                model(user_x[start:start + BATCH], item_x[start:start + BATCH]), labels[start:start + BATCH])
-            optimizer_step(optimizers, loss)
-        seconds = time.perf_counter() - t
-        steps = -(-len(labels) // BATCH)
-        stage(f"DeepFM training, one epoch, {optimizer_name}", seconds / steps * epoch_steps,
-              f"extrapolated from {steps} steps of {BATCH} ({seconds / steps * 1e3:.2f} ms a step)")
-    del drawn, sampler, user_x, item_x
-
-    ranked = min(RANK_USERS, len(data.val))
-    t = begin()
-    evaluate(model, data, "val", EvalConfig(ks=(10,)), max_users=ranked)
+    user_x, item_x, labels = batches
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("deepfm"), data)
+    optimizers = make_optimizers(model, TrainConfig(batch_size=BATCH, optimizer=optimizer))
+    t = stages.begin()
+    for start in range(0, len(labels), BATCH):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(user_x[start:start + BATCH], item_x[start:start + BATCH]), labels[start:start + BATCH])
+        optimizer_step(optimizers, loss)
     seconds = time.perf_counter() - t
-    stage("DeepFM full ranking, all validation users", seconds / ranked * len(data.val),
-          f"extrapolated from {ranked:,} of {len(data.val):,} users x {data.n_items - 1:,} items")
-    del model, optimizers
+    steps = -(-len(labels) // BATCH)
+    epoch = seconds / steps * epoch_steps
+    stages.add(f"{label} training, one epoch, {optimizer}", epoch,
+               f"extrapolated from {steps} steps of {BATCH} ({seconds / steps * 1e3:.2f} ms a step)")
+    return model, epoch
 
-    for name in ("mostpop", "itemknn", "ease") if history == 0 else ():  # their fits never read the history
-        t = begin()
+
+def time_ranking(stages: Stages, label: str, model: Any, data: Any, epoch_seconds: float, peak: float,
+                 pairwise: bool) -> None:
+    """Full ranking of every validation user (extrapolated from a fixed subset), its share of the matmul peak,
+    and the validation early stopping would run by default after an epoch of `epoch_seconds`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.config import EvalConfig, TrainConfig
+    from bench.eval.evaluator import evaluate
+    from bench.train.trainer import budget_users
+
+    config = EvalConfig(ks=(10,))
+    ranked = min(RANK_USERS_PAIRWISE if pairwise else RANK_USERS, len(data.val))
+    t = stages.begin()
+    evaluate(model, data, "val", config, max_users=ranked)
+    seconds = time.perf_counter() - t
+    counted = min(FLOP_USERS, ranked)
+    with FlopCounterMode(display=False) as flops:
+        evaluate(model, data, "val", config, max_users=counted)
+    rate = flops.get_total_flops() / counted * ranked / seconds / 1e9
+    stages.add(f"{label} full ranking, all validation users", seconds / ranked * len(data.val),
+               f"extrapolated from {ranked:,} of {len(data.val):,} users x {data.n_items - 1:,} items; "
+               f"{rate:.1f} GFLOP/s in matmuls, {rate / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak")
+    t = stages.begin()
+    users, _ = budget_users(model, data, TrainConfig(batch_size=BATCH), config, torch.device("cpu"), epoch_seconds)
+    probe = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluate(model, data, "val", config, max_users=users)
+    seconds = time.perf_counter() - t
+    shown = f"{users:,} of {len(data.val):,} users" if users else f"all {len(data.val):,} users"
+    stages.add(f"{label} validation by default (--val-budget 0.25)", seconds,
+               f"{shown}: {seconds / epoch_seconds:.0%} of the epoch (+{probe:.1f} s probe after the first epoch)")
+
+
+def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tuple[str, ...] = ("mean",),
+            baselines: bool = True) -> dict[str, Any]:
+    """Every stage at one size, in this process."""
+    import registry
+    from bench.config import OPTIMIZERS, ModelConfig, TrainConfig, make_sampler
+    from bench.data.pipeline import prepare
+    from bench.device import flush_denormal
+    from bench.runner import build_model
+
+    torch.set_num_threads(threads)
+    flush_denormal()
+    peak = matmul_gflops()
+    users, items = shape(n)
+    stages = Stages()
+
+    t = stages.begin()
+    frames = registry.create("dataset", "synthetic", n_users=users, n_items=items, n_interactions=n).load()
+    stages.add("load (generate)", time.perf_counter() - t)
+    t = stages.begin()
+    data = prepare(frames, history=history, split=split)
+    del frames
+    stages.add("split + encode + states", time.perf_counter() - t,
+               f"{split}: {len(data.train):,} train positives, {len(data.val):,} validation users")
+
+    t = stages.begin()
+    sampler = make_sampler(TrainConfig(batch_size=BATCH)).fit(data)
+    drawn = sampler.sample(1)
+    stages.add("negatives, one epoch", time.perf_counter() - t, f"{len(drawn):,} rows")
+
+    states = torch.from_numpy(data.train.states)[drawn.positives[: TRAIN_STEPS * BATCH]]
+    batches = (data.user_rows()(states), data.item_features[drawn.items[: TRAIN_STEPS * BATCH]],
+               drawn.labels[: TRAIN_STEPS * BATCH])
+    epoch_steps = -(-len(drawn) // BATCH)
+    del drawn, sampler
+    for encoder in encoders if history else ("",):
+        encoded = with_encoder(data, encoder) if history else data
+        label = f"DeepFM + {encoder}" if history else "DeepFM"
+        pairwise = bool(history) and registry.get("history_encoder", encoder).target_aware
+        for optimizer in OPTIMIZERS if encoder in ("", encoders[0]) else ("adam",):
+            model, epoch = time_training(stages, label, encoded, optimizer, batches, epoch_steps)
+        time_ranking(stages, label, model, encoded, epoch, peak, pairwise)
+        del model
+    del batches
+
+    for name in ("mostpop", "itemknn", "ease") if history == 0 and baselines else ():  # never read the history
+        t = stages.begin()
         try:
             build_model(ModelConfig(name), data)
-            stage(f"{name} fit", time.perf_counter() - t)
+            stages.add(f"{name} fit", time.perf_counter() - t)
         except MemoryError as exc:
-            stage(f"{name} fit", float("nan"), f"refused: {exc}")
-    return {"interactions": n, "users": users, "items": items, "history": history, "threads": threads,
-            "states": len(data.states), "per_stage_peak": per_stage, "stages": rows}
+            stages.add(f"{name} fit", float("nan"), f"refused: {exc}")
+    return {"interactions": n, "users": users, "items": items, "history": history, "split": split,
+            "threads": threads, "states": len(data.states), "matmul_gflops": peak,
+            "per_stage_peak": stages.per_stage_peak, "stages": stages.rows}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -143,7 +224,8 @@ def table(results: list[dict[str, Any]]) -> str:
     out = []
     for r in results:
         head = (f"### {r['interactions']:,} interactions ({r['users']:,} users, {r['items']:,} items), "
-                f"history {r['history']}, {r['threads']} threads, {r['states']:,} user states")
+                f"history {r['history']}, {r.get('split', 'loo')} split, {r['threads']} threads, "
+                f"{r['states']:,} user states")
         peak = "peak RSS MB" + ("" if r.get("per_stage_peak") else " (so far)")
         body = tabulate([[s["stage"], "-" if s["seconds"] != s["seconds"] else f"{s['seconds']:.1f}",
                           f"{s['peak_rss_mb']:,.0f}", s["note"]] for s in r["stages"]],
@@ -152,40 +234,49 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interactions", default="1000000,5000000,20000000")
     parser.add_argument("--history", default="0,50")
+    parser.add_argument("--split", default="loo", help="loo, global or both (comma-separated)")
+    parser.add_argument("--encoders", default="mean", help="history encoders to time (with history > 0)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the mostpop/itemknn/ease fits")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--output", default=None, help="write the tables to this Markdown file")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = [int(x) for x in args.interactions.split(",")]
-    histories = [int(x) for x in args.history.split(",")]
+    sizes, histories = [int(x) for x in _list(args.interactions)], [int(x) for x in _list(args.history)]
+    splits, encoders = _list(args.split), tuple(_list(args.encoders))
     if args.one:
-        print(json.dumps(measure(sizes[0], histories[0], args.threads)))
+        print(json.dumps(measure(sizes[0], histories[0], args.threads, splits[0], encoders, not args.no_baselines)))
         return
     results = []
     for n in sizes:
         for history in histories:
-            cmd = [sys.executable, "-m", "bench.scale", "--one", "--interactions", str(n), "--history",
-                   str(history), "--threads", str(args.threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-            results.append(json.loads(done.stdout.splitlines()[-1]))
-            print(table(results[-1:]), flush=True)
-            if args.output:  # after every size, so that a long run stopped part-way keeps what it measured
-                write_page(Path(args.output), args, results)
+            for split in splits:
+                cmd = [sys.executable, "-m", "bench.scale", "--one", "--interactions", str(n), "--history",
+                       str(history), "--split", split, "--encoders", ",".join(encoders), "--threads",
+                       str(args.threads), *(["--no-baselines"] if args.no_baselines else [])]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+                results.append(json.loads(done.stdout.splitlines()[-1]))
+                print(table(results[-1:]), flush=True)
+                if args.output:  # after every process, so that a long run stopped part-way keeps what it measured
+                    write_page(Path(args.output), results, argv if argv is not None else sys.argv[1:])
 
 
-def write_page(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+def write_page(path: Path, results: list[dict[str, Any]], argv: list[str]) -> None:
+    """The measured tables under the command that made them (a page of its own: the reading goes elsewhere)."""
     from bench.results.store import write_atomic
 
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available"
-    page = ["# Scale", "", "Produced by:", "", "```", f"python -m bench.scale --interactions {args.interactions} "
-            f"--history {args.history} --threads {args.threads}", "```", "", f"Machine: {machine}, torch "
-            f"{torch.__version__}; one process at a time.", "", table(results)]
+    page = ["# Scale measurements", "", "Produced by:", "", "```", " ".join(["python -m bench.scale", *argv]),
+            "```", "", f"Machine: {machine}, torch {torch.__version__}; one process at a time.", "", table(results)]
     write_atomic(path, "\n".join(page) + "\n")
 
 
