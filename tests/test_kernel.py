@@ -347,3 +347,18 @@ def test_one_pass_under_a_dispatch_mode_serves_eagerly_and_keeps_the_compiled_ke
     torch.testing.assert_close(inside, fm_kernels.naive(v), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outside, inside, rtol=1e-5, atol=1e-5)
     assert compiler.unavailable is None and compiler.kernel is not None
+
+
+def test_the_rows_say_which_implementation_the_models_run(tmp_path):
+    """The json marks the models' kernel (used_by_models), the table marks it '(models)', and it is the one
+    the FM layer calls."""
+    from plugins.interactions import fm as fm_layer
+
+    args = [*TINY, "--impl", "fused,one_pass", "--dtype", "float32", "--devices", "cpu", "--no-backward",
+            "--threads", "1", "--results-dir", str(tmp_path)]
+    rows = json.loads(CliRunner().invoke(kernel_command, [*args, "--format", "json"]).stdout)
+    assert {r["impl"]: r["used_by_models"] for r in rows} == {"fused": False, "one_pass": True}
+    table = CliRunner().invoke(kernel_command, [*args, "--format", "github"]).stdout
+    assert table.count("(models)") == len([r for r in rows if r["impl"] == "one_pass"])
+    assert "one_pass (models)" in table and "fused (models)" not in table
+    assert getattr(fm_layer, kernel.MODELS_USE) is getattr(fm_kernels, kernel.MODELS_USE)
