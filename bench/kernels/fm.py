@@ -1,17 +1,17 @@
 """Implementations of the FM second-order term  sum_{i<j} <v_i, v_j>  over field embeddings (B, F, D).
 
 Every implementation maps (B, F, D) -> (B, 1) and supports autograd. `bench kernel` checks each one
-against `naive` and times it; the `fm` interaction layer calls `fused`.
+against `naive` and times it; the `fm` interaction layer calls `one_pass`.
 
-Which one the layer uses, and why (the figures: docs/performance.md and `bench kernel`):
+Which one the layer uses, and why (the figures: results/kernel-cpu.md and `bench kernel`):
 
-* CPU: `fused`, the fastest implementation that needs no compilation. Its forward makes no (B, F, D)
-  temporary (`sumsq` makes one); its backward writes the gradient in one pass, where autograd through
-  `sumsq` makes several (B, F, D) temporaries. Writing the fresh gradient dominates what is left: first
-  touches of newly mapped pages, not bandwidth. `compiled` is faster still (one inductor loop) but costs
-  seconds of compilation per new batch shape, recompiles on every ragged last batch and evaluation
-  shape, and after dynamo's recompile limit silently runs eager: not a default for a layer.
-* CUDA: `fused` too, for now. The Triton kernels (forward reads v once; backward reads v once and
+* CPU: `one_pass`. Eager PyTorch reads the (B, F, D) input twice in forward (once for sum v, once for
+  sum v^2), which caps it near half the memory bandwidth; `one_pass` compiles both sums into one loop,
+  once per process with dynamic shapes (a ragged last batch or an evaluation batch does not recompile),
+  and falls back to the eager `fused` path, with one warning, where no compiler is present. Its backward
+  writes the gradient in one pass, as `fused` does. `compiled` (torch.compile of the textbook formula,
+  specialised per shape) is the reference for what one inductor loop reaches.
+* CUDA: `fused`, for now. The Triton kernels (forward reads v once; backward reads v once and
   writes the gradient once) have only been checked against `naive` under Triton's CPU interpreter, never
   on a GPU, so they run only when asked for (`bench kernel --impl triton`) until a CUDA measurement
   shows them correct and faster there.
@@ -99,10 +99,14 @@ def fused(v: torch.Tensor) -> torch.Tensor:
 
 
 def _terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FM term (B,) and s = sum_f v_f (B, D): what `one_pass` compiles into one loop over each row."""
+    """The FM term (B,) and s = sum_f v_f (B, D): what `one_pass` compiles into one loop over each row.
+
+    Both sums reduce over the fields only, to the same (B, D) shape, so inductor fuses them into one pass
+    over v; reducing the squares over (fields, dim) at once instead makes a second loop that reads v again.
+    """
     acc = v.to(_accumulation_dtype(v.dtype))
     s = acc.sum(dim=1)
-    return 0.5 * ((s * s).sum(dim=1) - (acc * acc).sum(dim=(1, 2))), s
+    return 0.5 * (s * s - (acc * acc).sum(dim=1)).sum(dim=1), s
 
 
 class _OnePassCompiler:
