@@ -10,8 +10,8 @@ on the `synthetic` dataset with ML-20M's proportions: about 145 positives' worth
 the peak RSS during that stage (Linux: the process's high-water mark is reset as each stage starts; where
 it cannot be, the peak so far). Training and full ranking are timed on a bounded part and extrapolated
 (steps to one epoch, users to all users): their cost is linear in those, and at 20M a whole epoch takes
-minutes and a whole ranking tens of minutes; the table says which figures are extrapolated. Training is
-timed with each `train.optimizer` (Adam, lazy Adam), each from the same initial weights, and with history
+minutes and a whole ranking tens of minutes; the table says which figures are extrapolated. Training's timing
+starts after a few untimed steps (the FM kernel compiles once per process: seconds). Training is timed with each `train.optimizer` (Adam, lazy Adam), each from the same initial weights, and with history
 once per `--encoders` encoder (Adam). After the last training stage of a model come its full ranking, the
 validation early stopping would run by default (`--val-budget`: the subset of users `budget_users` picks for
 that epoch time, timed whole) and the share of the machine's measured float32 matrix-multiply rate that
@@ -39,6 +39,7 @@ import torch
 USERS_PER_INTERACTION = 138_000 / 20_000_000
 ITEMS_AT_20M = 27_000
 TRAIN_STEPS = 200
+WARMUP_STEPS = 3  # untimed: the FM kernel's one compilation per process, Adam's first allocation of its moments
 BATCH = 1024
 RANK_USERS = 2_000
 RANK_USERS_PAIRWISE = 200  # a target-aware encoder scores every pair through its attention: 10x the work
@@ -116,16 +117,25 @@ def time_training(stages: Stages, label: str, data: Any, optimizer: str,
     torch.manual_seed(0)
     model = build_model(ModelConfig("deepfm"), data)
     optimizers = make_optimizers(model, TrainConfig(batch_size=BATCH, optimizer=optimizer))
-    t = stages.begin()
-    for start in range(0, len(labels), BATCH):
+
+    def step(start: int) -> None:
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             model(user_x[start:start + BATCH], item_x[start:start + BATCH]), labels[start:start + BATCH])
         optimizer_step(optimizers, loss)
+
+    t = stages.begin()
+    for _ in range(WARMUP_STEPS):
+        step(0)
+    warmup = time.perf_counter() - t
+    t = time.perf_counter()
+    for start in range(0, len(labels), BATCH):
+        step(start)
     seconds = time.perf_counter() - t
     steps = -(-len(labels) // BATCH)
     epoch = seconds / steps * epoch_steps
     stages.add(f"{label} training, one epoch, {optimizer}", epoch,
-               f"extrapolated from {steps} steps of {BATCH} ({seconds / steps * 1e3:.2f} ms a step)")
+               f"extrapolated from {steps} steps of {BATCH} ({seconds / steps * 1e3:.2f} ms a step; "
+               f"{WARMUP_STEPS} untimed warm-up steps took {warmup:.1f} s)")
     return model, epoch
 
 
