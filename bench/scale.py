@@ -174,8 +174,8 @@ def time_ranking(stages: Stages, label: str, model: Any, data: Any, epoch_second
 
 
 def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tuple[str, ...] = ("mean",),
-            baselines: bool = True) -> dict[str, Any]:
-    """Every stage at one size, in this process."""
+            baselines: bool = True, ranking: bool = True) -> dict[str, Any]:
+    """Every stage at one size, in this process (`ranking=False`: without full ranking and validation)."""
     import registry
     from bench.config import OPTIMIZERS, ModelConfig, TrainConfig, make_sampler
     from bench.data.pipeline import prepare
@@ -214,7 +214,8 @@ def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tu
         epochs = {}  # the validation budget is a share of the default optimizer's (Adam's) epoch
         for optimizer in OPTIMIZERS if encoder in ("", encoders[0]) else ("adam",):
             model, epochs[optimizer] = time_training(stages, label, encoded, optimizer, batches, epoch_steps)
-        time_ranking(stages, label, model, encoded, epochs["adam"], peak, pairwise)
+        if ranking:
+            time_ranking(stages, label, model, encoded, epochs["adam"], peak, pairwise)
         del model
     del batches
 
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="loo", help="loo, global or both (comma-separated)")
     parser.add_argument("--encoders", default="mean", help="history encoders to time (with history > 0)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the mostpop/itemknn/ease fits")
+    parser.add_argument("--no-ranking", action="store_true",
+                        help="skip full ranking and validation (training and memory only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the tables to this Markdown file")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes, histories = [int(x) for x in _list(args.interactions)], [int(x) for x in _list(args.history)]
     splits, encoders = _list(args.split), tuple(_list(args.encoders))
     if args.one:
-        print(json.dumps(measure(sizes[0], histories[0], args.threads, splits[0], encoders, not args.no_baselines)))
+        print(json.dumps(measure(sizes[0], histories[0], args.threads, splits[0], encoders, not args.no_baselines,
+                                 not args.no_ranking)))
         return
     results = []
     for n in sizes:
@@ -272,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
             for split in splits:
                 cmd = [sys.executable, "-m", "bench.scale", "--one", "--interactions", str(n), "--history",
                        str(history), "--split", split, "--encoders", ",".join(encoders), "--threads",
-                       str(args.threads), *(["--no-baselines"] if args.no_baselines else [])]
+                       str(args.threads), *(["--no-baselines"] if args.no_baselines else []),
+                       *(["--no-ranking"] if args.no_ranking else [])]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")

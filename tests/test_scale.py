@@ -35,6 +35,15 @@ def test_without_history_the_baselines_are_fitted_too(monkeypatch):
     assert "DeepFM training, one epoch, adam" in stages
     no_fits = [s["stage"] for s in scale.measure(20_000, history=0, threads=1, baselines=False)["stages"]]
     assert not any(s.endswith(" fit") for s in no_fits)
+    assert "DeepFM full ranking, all validation users" in no_fits
+
+
+def test_without_ranking_only_training_is_timed(monkeypatch):
+    tiny(monkeypatch)
+    stages = [s["stage"] for s in scale.measure(20_000, history=0, threads=1, baselines=False,
+                                                ranking=False)["stages"]]
+    assert "DeepFM training, one epoch, adam" in stages
+    assert not any("ranking" in s or "validation" in s for s in stages)
 
 
 def test_each_encoder_is_timed_on_the_same_windows(monkeypatch):
