@@ -129,6 +129,25 @@ def test_each_factor_changes_the_card_and_a_comparable_one_refuses_one_table(fac
     assert (factor in differences([base, other])) == (factor in COMPARABLE)
 
 
+def test_the_card_names_a_sequential_models_own_encoder_and_a_full_softmax_has_no_sampled_negatives():
+    from bench.results.card import card
+
+    sasrec = _run(model="sasrec", data={"history": 50, "history_encoder": "mean"}, train={"loss": "softmax"})
+    sasrec.config["model"] = {"plugin": "sasrec"}
+    gru4rec = _run(model="gru4rec", data={"history": 50, "history_encoder": "mean"})
+    gru4rec.config["model"] = {"plugin": "gru4rec"}
+    deepfm = _run(model="deepfm+history", data={"history": 10, "history_encoder": "recency"})
+    deepfm.config["model"] = {"plugin": "deepfm"}
+    assert card([sasrec])["history"].endswith("read by transformer (the model's own)")
+    assert card([gru4rec])["history"].endswith("read by gru (the model's own)")
+    assert card([deepfm])["history"].endswith("read by recency")  # the data setting chooses a FeatureEmbedding's
+    assert card([sasrec])["negatives"] == "no sampled negatives: a softmax over every item; loss softmax"
+    assert card([gru4rec])["negatives"].startswith("4 uniform negatives per positive")
+    gone = _run(model="x", data={"history": 5, "history_encoder": "gru"})
+    gone.config["model"] = {"plugin": "no-longer-installed"}
+    assert card([gone])["history"].endswith("read by gru")
+
+
 def test_bench_report_refuses_runs_of_different_splits_in_one_table_unless_mixed(tmp_path):
     for split in ("loo", "global"):
         res = CliRunner().invoke(main, ["run", "--models", "mostpop", "--baseline", "mostpop", "--split", split,

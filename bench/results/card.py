@@ -44,12 +44,17 @@ def factors(run: Any) -> dict[str, str]:
     else:
         candidates = f"full ranking over every item with a positive; masked: {masks}"
     length = data.get("history", 0)
+    own = _own_encoder(config)
+    reader = f"{own} (the model's own)" if own else data.get("history_encoder", data.get("history_pooling", "mean"))
     history = ("none" if not length else
                f"the last {length} positives strictly before the row ({data.get('history_order', 'time')} order), "
-               f"read by {data.get('history_encoder', data.get('history_pooling', 'mean'))}")
+               f"read by {reader}")
     options = " ".join(f"{k}={v}" for k, v in sorted((train.get("sampler_options") or {}).items()))
-    negatives = (f"{train.get('num_negatives', '?')} {' '.join(filter(None, [train.get('sampler', '?'), options]))} "
-                 f"negatives per positive, re-drawn every epoch; loss {train.get('loss', 'bce')}")
+    if train.get("loss") == "softmax":  # every item is a negative of every positive: no sampler runs
+        negatives = "no sampled negatives: a softmax over every item; loss softmax"
+    else:
+        negatives = (f"{train.get('num_negatives', '?')} {' '.join(filter(None, [train.get('sampler', '?'), options]))}"
+                     f" negatives per positive, re-drawn every epoch; loss {train.get('loss', 'bce')}")
     audit = (facts.get("audit") or {}).get("test")
     audit_text = "not recorded" if not audit else (
         f"{audit['share']:.1%} of test targets have a later training interaction of another user"
@@ -65,6 +70,22 @@ def factors(run: Any) -> dict[str, str]:
                                            + ",".join(map(str, evaluation.get("ks", []))) + "; MRR",
         "seeds": str(run.seed), "audit": audit_text,
     }
+
+
+def _own_encoder(config: dict[str, Any]) -> str | None:
+    """The history encoder a sequential model builds itself (SASRec's transformer, GRU4Rec's GRU), which the
+    data's `history_encoder` setting does not choose; None for other models, or a plugin no longer installed."""
+    plugin = (config.get("model") or {}).get("plugin")
+    if not plugin:
+        return None
+    import registry
+
+    try:
+        model = registry.get("model", plugin)
+    except Exception:  # noqa: BLE001 - uninstalled or broken since: the card falls back to the stored setting
+        return None
+    own = getattr(model, "encoder_name", None)
+    return own if isinstance(own, str) else None
 
 
 def card(runs: Iterable[Any]) -> dict[str, str]:
