@@ -77,19 +77,29 @@ class FusedFM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
-        s = v.sum(dim=1)  # (B, D); the one intermediate saved for backward
-        acc = _accumulation_dtype(v.dtype)
-        squares = torch.linalg.vector_norm(v.flatten(1), dim=1).to(acc).square()
-        out = 0.5 * (torch.linalg.vector_norm(s.to(acc), dim=1).square() - squares)
+        out, s = _eager_terms(v)
         ctx.save_for_backward(v, s)
         return out.to(v.dtype).unsqueeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        v, s = ctx.saved_tensors
-        g = grad_out.reshape(-1, 1)  # (B, 1)
-        return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
+        return _gradient(ctx, grad_out)
+
+
+def _eager_terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FM term (B,) and s = sum_f v_f (B, D), the one intermediate backward needs, in two streaming reductions."""
+    s = v.sum(dim=1)
+    acc = _accumulation_dtype(v.dtype)
+    squares = torch.linalg.vector_norm(v.flatten(1), dim=1).to(acc).square()
+    return 0.5 * (torch.linalg.vector_norm(s.to(acc), dim=1).square() - squares), s
+
+
+def _gradient(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+    """g * (s - v_f) written in one pass: the only (B, F, D) tensor backward makes."""
+    v, s = ctx.saved_tensors
+    g = grad_out.reshape(-1, 1)  # (B, 1)
+    return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
 
 
 def fused(v: torch.Tensor) -> torch.Tensor:
@@ -148,10 +158,7 @@ class OnePassFM(torch.autograd.Function):
         with torch.no_grad():
             done = _COMPILED(v) if v.shape[0] > 1 else None  # a batch of one: eager (no recompile for size 1)
         if done is None:
-            s = v.sum(dim=1)
-            acc = _accumulation_dtype(v.dtype)
-            out = 0.5 * (torch.linalg.vector_norm(s.to(acc), dim=1).square()
-                         - torch.linalg.vector_norm(v.flatten(1), dim=1).to(acc).square())
+            out, s = _eager_terms(v)
         else:
             out, s = done
             s = s.to(v.dtype)
@@ -161,9 +168,7 @@ class OnePassFM(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        v, s = ctx.saved_tensors
-        g = grad_out.reshape(-1, 1)  # (B, 1)
-        return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
+        return _gradient(ctx, grad_out)
 
 
 def one_pass(v: torch.Tensor) -> torch.Tensor:
