@@ -149,9 +149,9 @@ class _OnePassCompiler:
 _COMPILED = _OnePassCompiler()
 
 
-class OnePassFM(torch.autograd.Function):
+class OnePassFM(FusedFM):
     """The FM term reading v once: forward computes s = sum_f v_f and the sum of squares in one loop over each row
-    (compiled; the row's fields stay in cache between the two), backward writes g * (s - v_f) in one pass."""
+    (compiled; the row's fields stay in cache between the two); backward is FusedFM's, g * (s - v_f) in one pass."""
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
@@ -164,11 +164,6 @@ class OnePassFM(torch.autograd.Function):
             s = s.to(v.dtype)
         ctx.save_for_backward(v, s)
         return out.to(v.dtype).unsqueeze(1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        return _gradient(ctx, grad_out)
 
 
 def one_pass(v: torch.Tensor) -> torch.Tensor:
