@@ -84,7 +84,10 @@ class FusedFM(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-        return _gradient(ctx, grad_out)
+        """g * (s - v_f) written in one pass: the only (B, F, D) tensor backward makes."""
+        v, s = ctx.saved_tensors
+        g = grad_out.reshape(-1, 1)  # (B, 1)
+        return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
 
 
 def _eager_terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,13 +96,6 @@ def _eager_terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     acc = _accumulation_dtype(v.dtype)
     squares = torch.linalg.vector_norm(v.flatten(1), dim=1).to(acc).square()
     return 0.5 * (torch.linalg.vector_norm(s.to(acc), dim=1).square() - squares), s
-
-
-def _gradient(ctx, grad_out: torch.Tensor) -> torch.Tensor:
-    """g * (s - v_f) written in one pass: the only (B, F, D) tensor backward makes."""
-    v, s = ctx.saved_tensors
-    g = grad_out.reshape(-1, 1)  # (B, 1)
-    return torch.addcmul((g * s).unsqueeze(1), v, g.unsqueeze(2), value=-1)
 
 
 def fused(v: torch.Tensor) -> torch.Tensor:
