@@ -66,7 +66,8 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
               help="worker processes on this machine")
 @click.option("--devices", default=None, callback=comma_option(str), help="sweep the same space on each device")
 @click.option("--sweep", default="", callback=comma_option(str),
-              help="plugin choices to sweep: interactions,sampler (the installed plugins of that kind)")
+              help="plugin choices to sweep, some of: interactions, sampler, history (the installed plugins of that "
+                   "kind; history also sweeps the window length L)")
 @click.option("--objective", default="ndcg@10", show_default=True, callback=_objective,
               help="validation metric to maximise")
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True)
