@@ -250,3 +250,40 @@ def test_tuned_only_runs_the_tuned_configuration_in_place_of_the_defaults(tmp_pa
                                     "json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert {r["model"] for r in json.loads(res.stdout)} == {"fm:tuned", "neumf", "mostpop"}
+
+
+def test_a_studys_fixed_settings_travel_with_its_best_params_and_guard_its_resumption(tmp_path):
+    """Tuned with --loss sampled_softmax: the best params carry the loss, so `--params best` trains what was
+    tuned (it trained BCE before: the searched values under another loss), and the study refuses to go on
+    under another loss, which would rank trials of two problems together."""
+    from bench.results.store import ResultStore
+
+    args = ["tune", "--models", "fm", "--trials", "2", *SYNTH, *FAST, "--results-dir", str(tmp_path)]
+    res = CliRunner().invoke(main, [*args, "--loss", "sampled_softmax", "--epochs", "2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    saved = json.loads(next((tmp_path / "best_params").glob("*-fm.json")).read_text())
+    assert saved["settings"] == {"loss": "sampled_softmax"}  # not the budget (epochs), not the searched lr
+    res = CliRunner().invoke(main, ["run", "--models", "fm", "--params", "best", "--tuned-only", *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    (run,) = ResultStore(str(tmp_path), readonly=True).runs(models=["fm:tuned"])
+    assert run.config["train"]["loss"] == "sampled_softmax"
+    assert run.config["train"]["lr"] == saved["params"]["lr"]  # the searched params still win
+
+    res = CliRunner().invoke(main, [*args[:4], "3", *args[5:]])  # the default loss now
+    assert res.exit_code != 0
+    assert 'was started with other fixed settings (loss was "sampled_softmax", now "bce")' in res.output
+    assert len(open_study(config(tmp_path, experiment=replace(
+        config(tmp_path).experiment, train=TrainConfig(loss="sampled_softmax")))).get_trials()) == 2
+    res = CliRunner().invoke(main, [*args[:4], "3", *args[5:], "--loss", "sampled_softmax", "--lr", "0.05"],
+                             catch_exceptions=False)  # a searched option may differ: the search sets it
+    assert res.exit_code == 0, res.output
+
+
+def test_a_params_file_with_settings_a_study_does_not_fix_is_refused(tmp_path):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"model": "fm", "params": {"lr": 0.005}, "settings": {"epochs": 3}}))
+    res = CliRunner().invoke(main, ["run", "--models", "fm", "--params", str(best), *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "'settings' names epochs, which are not settings a study fixes" in res.output
+    assert not (tmp_path / "bench.db").exists()

@@ -13,6 +13,7 @@ import optuna
 
 from bench.config import DataConfig
 from bench.results.store import write_atomic
+from bench.tune.settings import SETTING_KEYS, fixed_settings, study_settings
 
 
 def best_params_path(results_dir: str | Path, data: DataConfig, model: str) -> Path:
@@ -40,9 +41,12 @@ def _file_stem(text: str, limit: int = 120) -> str:
 
 def save_best(study: optuna.Study, cfg: Any, confirmed: Any = None) -> Path:
     """The chosen trial as results_dir/best_params/<data>-<model>.json (`cfg` a TuneConfig): the confirmed
-    one (`bench.tune.confirm.Confirmed`) when given, else the best search value; the storage recorded as a
-    reader can use it, relative to the results dir when it lies there."""
+    one (`bench.tune.confirm.Confirmed`) when given, else the best search value; with the study's fixed
+    settings that are not the defaults (`bench.tune.settings`: a loss, a sampler, a history encoder), which
+    `--params best` applies too; the storage recorded as a reader can use it, relative to the results dir
+    when it lies there."""
     best = study.best_trial if confirmed is None else study.trials[confirmed.trial]
+    params = json.loads(best.user_attrs["run_params"])
     extra = {} if confirmed is None else {"confirmed": {
         "seeds": len(confirmed.values), "values": list(confirmed.values), "mean": confirmed.mean,
         "gap": confirmed.gap}}
@@ -51,7 +55,8 @@ def save_best(study: optuna.Study, cfg: Any, confirmed: Any = None) -> Path:
         "dataset": cfg.experiment.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
         "trial": best.number, "study": cfg.study_name(), "device": cfg.device,
         "storage": portable_url(cfg.storage_url(), cfg.results_dir),
-        "params": json.loads(best.user_attrs["run_params"]), **extra,
+        "params": params, "settings": fixed_settings(
+            study_settings(cfg.model, cfg.experiment.train, cfg.experiment.data), params), **extra,
     }
     path = best_params_path(cfg.results_dir, cfg.experiment.data, cfg.model.name)
     return write_atomic(path, json.dumps(payload, indent=2))
@@ -129,7 +134,14 @@ def _checked_payload(payload: Any, path: Path) -> tuple[str, str, dict[str, Any]
         if not isinstance(payload.get(key), kind):
             raise ValueError(f"--params {path}: {key!r} must be a JSON {_json_type(kind())}, got "
                              f"{_json_type(payload.get(key)) if key in payload else 'nothing'}; expected {expected}")
-    return payload.get("tuned_as", payload["model"]), payload["model"], payload["params"]
+    settings = payload.get("settings", {})  # files written before settings were saved have none
+    if not isinstance(settings, dict):
+        raise ValueError(f"--params {path}: 'settings' must be a JSON object, got {_json_type(settings)}")
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise ValueError(f"--params {path}: 'settings' names {', '.join(unknown)}, which are not settings a study "
+                         f"fixes; expected some of {', '.join(SETTING_KEYS)}")
+    return payload.get("tuned_as", payload["model"]), payload["model"], {**settings, **payload["params"]}
 
 
 def _json_type(value: Any) -> str:

@@ -44,6 +44,7 @@ from bench.device import cpu_count, flush_denormal, resolve_device, seed_everyth
 from bench.eval.evaluator import evaluate
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
+from bench.tune.settings import check_resume, encoded, searched_keys, study_settings
 from bench.tune.space import interaction_combos, trial_params, untuned_params
 from bench.tune.storage import GRACE_S, HEARTBEAT_S, check_url, open_url, retry_lost, worker_id
 
@@ -110,6 +111,11 @@ def open_study(cfg: TuneConfig) -> optuna.Study:
             raise ValueError(f"--sweep interactions: study {cfg.study_name()} was started with the layer sets "
                              f"{started.replace(';', ' ')}; the installed layers now give "
                              f"{attrs['interaction_choices'].replace(';', ' ')}; start a new study (--study NAME)")
+    settings = study_settings(cfg.model, cfg.experiment.train, cfg.experiment.data)
+    searched = set().union(*(searched_keys(json.loads(t.user_attrs["run_params"]))
+                             for t in study.get_trials(deepcopy=False) if "run_params" in t.user_attrs))
+    check_resume(study.user_attrs.get("settings"), settings, searched, cfg.study_name())
+    attrs["settings"] = encoded(settings)
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     if created:  # a new study tries the untuned configuration first
