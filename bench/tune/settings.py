@@ -53,20 +53,17 @@ def check_resume(recorded: str | None, settings: dict[str, Any], searched: set[s
     changed = [key for key in SETTING_KEYS if key not in searched and key in before
                and _plain(before[key]) != _plain(settings[key])]
     if changed:
-        said = "; ".join(f"{key} was {_shown(before[key])}, now {_shown(settings[key])}" for key in changed)
+        said = "; ".join(f"{key} was {encoded(before[key])}, now {encoded(settings[key])}" for key in changed)
         raise ValueError(f"study {study_name} was started with other fixed settings ({said}): its trials would "
                          "not be comparable; give the options it was started with, or start a new study "
                          "(--study NAME)")
 
 
-def encoded(settings: dict[str, Any]) -> str:
-    return json.dumps(_plain(settings), sort_keys=True)
+def encoded(value: Any) -> str:
+    """As the study records it, and as an error message shows it."""
+    return json.dumps(_plain(value), sort_keys=True)
 
 
 def _plain(value: Any) -> Any:
     """As JSON holds it (tuples as lists), so a stored value compares equal to a fresh one."""
     return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _shown(value: Any) -> str:
-    return json.dumps(_plain(value), sort_keys=True)
