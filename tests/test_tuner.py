@@ -287,3 +287,23 @@ def test_a_params_file_with_settings_a_study_does_not_fix_is_refused(tmp_path):
                                     "--results-dir", str(tmp_path)])
     assert res.exit_code != 0 and "'settings' names epochs, which are not settings a study fixes" in res.output
     assert not (tmp_path / "bench.db").exists()
+
+
+def test_a_full_softmax_study_does_not_search_the_negatives_it_never_draws(tmp_path):
+    """Under --loss softmax every item is a negative: num_negatives would be an inert dimension of the search
+    (SASRec's and GRU4Rec's studies sampled it for nothing), and sweeping the sampler is refused up front."""
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "2", "--loss", "softmax", *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    cfg = config(tmp_path, trials=2, experiment=replace(config(tmp_path).experiment, train=TrainConfig(loss="softmax")))
+    trials = open_study(cfg).get_trials()
+    assert len(trials) == 2 and all("num_negatives" not in t.params and "lr" in t.params for t in trials)
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "2", "--loss", "bce", *SYNTH, *FAST,
+                                    "--results-dir", str(tmp_path / "bce")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    trials = open_study(replace(cfg, results_dir=str(tmp_path / "bce"), experiment=config(tmp_path).experiment))
+    assert all("num_negatives" in t.params for t in trials.get_trials())
+    res = CliRunner().invoke(main, ["tune", "--models", "fm", "--sweep", "sampler", "--loss", "softmax", *SYNTH,
+                                    *FAST, "--results-dir", str(tmp_path / "refused")])
+    assert res.exit_code != 0 and "--sweep sampler with --loss softmax" in res.output
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())

@@ -128,6 +128,9 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
     guard(lambda: check_url(storage))
     if output:
         guard(lambda: check_writable_file(output, "--output"))
+    if "sampler" in sweep and train_cfg.loss == "softmax":
+        fail("--sweep sampler with --loss softmax: the full softmax scores every item and draws no negatives; "
+             "sweep the sampler under --loss bce or sampled_softmax")
     experiment = guard(lambda: ExperimentConfig(
         data=data_cfg, train=train_cfg, eval=eval_cfg, device=kw["device"],
         models=base_models(models, file, kw["embed_dim"], "embed_dim" in given, "models" in given)))

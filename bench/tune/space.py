@@ -16,15 +16,16 @@ from bench.config import EMBED_DIMS, DataConfig, ModelConfig, TrainConfig, comma
 SWEEPS = ("interactions", "sampler", "history")
 
 
-def common_space(trial: optuna.Trial) -> dict[str, Any]:
-    """Training knobs every model shares, and the embedding dim."""
-    return {
-        "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-        "num_negatives": trial.suggest_int("num_negatives", 1, 8),
-        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
-        "embed_dim": trial.suggest_categorical("embed_dim", list(EMBED_DIMS)),
-    }
+def common_space(trial: optuna.Trial, loss: str = "bce") -> dict[str, Any]:
+    """Training knobs every model shares, and the embedding dim. Under the full softmax (`loss`) every item is a
+    negative, so the number of sampled negatives is not searched: it would be an inert dimension."""
+    params = {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+              "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True)}
+    if loss != "softmax":
+        params["num_negatives"] = trial.suggest_int("num_negatives", 1, 8)
+    params["batch_size"] = trial.suggest_categorical("batch_size", [128, 256, 512, 1024])
+    params["embed_dim"] = trial.suggest_categorical("embed_dim", list(EMBED_DIMS))
+    return params
 
 
 def _loadable(kind: str) -> list[str]:
@@ -41,13 +42,14 @@ HISTORY_LENGTHS = [5, 10, 20, 50]
 
 
 def trial_params(trial: optuna.Trial, plugin: str, sweep: tuple[str, ...], history: bool = False,
-                 encoder: str = "mean") -> tuple[str, dict[str, Any]]:
+                 encoder: str = "mean", loss: str = "bce") -> tuple[str, dict[str, Any]]:
     """(model plugin, flat params) of one trial: common knobs + the model's space + sweeps, and for a model
     with history its length and its encoder's own knobs (with `--sweep history`, the encoder itself too;
-    `encoder` is the one the data names otherwise). The params go through `ModelConfig.with_params`, like
-    --params and --set. A fitted model (EASE, ItemKNN) has no training knobs: only its own space is searched."""
+    `encoder` is the one the data names otherwise; `loss` the study's training loss). The params go through
+    `ModelConfig.with_params`, like --params and --set. A fitted model (EASE, ItemKNN) has no training knobs:
+    only its own space is searched."""
     fitted = "interactions" not in sweep and not getattr(registry.get("model", plugin), "trainable", True)
-    params = {} if fitted else common_space(trial)
+    params = {} if fitted else common_space(trial, loss)
     if history or "history" in sweep:
         params["history"] = trial.suggest_categorical("history", HISTORY_LENGTHS)
         if "history" in sweep:
@@ -133,5 +135,5 @@ def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
                   **resolved_data.history_options}.items() if k not in ("dim", "length")}}
     defaults = _Defaults(values)
     trial_params(defaults, model.plugin, sweep, history=resolved_data.history > 0,  # type: ignore[arg-type]
-                 encoder=resolved_data.history_encoder)
+                 encoder=resolved_data.history_encoder, loss=train.loss)
     return None if defaults.outside else defaults.params

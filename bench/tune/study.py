@@ -300,7 +300,7 @@ def _objective(study: optuna.Study, trial: optuna.Trial, cfg: TuneConfig, data: 
         raise optuna.TrialPruned(f"surplus: the study already has {cfg.trials} trials")
     data_cfg = cfg.model.data_config(cfg.experiment.data)
     plugin, params = trial_params(trial, cfg.model.plugin, cfg.sweep, history=data_cfg.history > 0,
-                                  encoder=data_cfg.history_encoder)
+                                  encoder=data_cfg.history_encoder, loss=cfg.experiment.train.loss)
     trial.set_user_attr("run_params", json.dumps(params))
     trial.set_user_attr("registry_model", plugin)
     trial.set_user_attr("device", str(device))
