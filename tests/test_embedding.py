@@ -7,7 +7,7 @@ import torch
 
 from bench.data.features import FeatureSpec, FieldSpec
 from bench.kernels.fm import sumsq
-from bench.nn.embedding import Embedded, FeatureEmbedding
+from bench.nn.embedding import Embedded, FeatureEmbedding, lookup
 
 
 def make_spec(dims=None):
@@ -93,8 +93,27 @@ def test_gradients_reach_no_padding_row():
     g = torch.Generator().manual_seed(1)
     out = emb(random_rows(spec, "user", 16, g), random_rows(spec, "item", 16, g))
     (out.field_embeddings.sum() + out.first_order.sum() + out.flat_embeddings.sum()).backward()
-    for group in emb.user.groups:
-        assert group.vectors.weight.grad[0].abs().sum() == 0
+    for group in [*emb.user.groups, *emb.item.groups]:
+        assert group.vectors.weight.grad[0].abs().sum() == 0 and group.weights.weight.grad[0].abs().sum() == 0
+        assert group.vectors.weight.grad[1:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_table_lookup_has_nn_embeddings_values_and_gradients(sparse):
+    """`lookup` (an index_add backward on CPU, for speed) is F.embedding with padding_idx=0: same rows, same
+    gradient, row 0 none, repeated indices summed; with sparse gradients it is F.embedding itself."""
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(9, 4, generator=g, requires_grad=True)
+    idx = torch.randint(0, 9, (6, 5), generator=g)
+    idx[0, :3] = 0
+    idx[1] = 2  # the same row five times
+    upstream = torch.randn(6, 5, 4, generator=g)
+    reference = torch.nn.functional.embedding(idx, table, padding_idx=0, sparse=sparse)
+    (want,) = torch.autograd.grad((reference * upstream).sum(), table)
+    got = lookup(table, idx, sparse)
+    (grad,) = torch.autograd.grad((got * upstream).sum(), table)
+    assert torch.equal(got, reference) and grad.is_sparse == sparse
+    assert torch.allclose(grad.to_dense(), want.to_dense(), atol=1e-6) and grad.to_dense()[0].abs().sum() == 0
 
 
 def test_cross_equals_pairwise_concat():

@@ -26,6 +26,33 @@ from bench.data.features import FeatureSpec, FieldSpec
 from bench.nn.pairs import Pairs
 
 
+class _Rows(torch.autograd.Function):
+    """table[idx] with nn.Embedding's padding_idx=0 (row 0 takes no gradient), its backward one index_add: on
+    CPU several times cheaper than F.embedding's dense backward (docs/performance.md), which sorts the indices."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, idx.reshape(-1)).view(*idx.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        width = grad.shape[-1]
+        table = grad.new_zeros(ctx.rows, width).index_add_(0, idx.reshape(-1), grad.reshape(-1, width))
+        table[0].zero_()
+        return table, None
+
+
+def lookup(table: torch.Tensor, idx: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """Rows `idx` of an embedding table, (*idx.shape, dim), row 0 the padding (no gradient). F.embedding where
+    the gradient is sparse or off the CPU (its CUDA backward is deterministic; an index_add there is not)."""
+    if sparse or table.device.type != "cpu":
+        return F.embedding(idx, table, padding_idx=0, sparse=sparse)
+    return _Rows.apply(table, idx)
+
+
 @dataclass
 class Embedded:
     """The three views of a batch of rows; in full ranking (`pairs`), of every (user, item) pair, with
@@ -142,8 +169,8 @@ class _FieldGroup(nn.Module):
     def forward(self, x: torch.Tensor):
         local = x[:, self.span[0]:self.span[1]] if self.span else x.index_select(1, self.columns)
         idx = torch.where(local > 0, local + self.offsets, 0)  # index 0 (unknown) stays the zero row
-        vec = self.vectors(idx)  # (B, n, dim)
-        first = self.weights(idx).sum(dim=1)  # (B, 1)
+        vec = lookup(self.vectors.weight, idx, self.vectors.sparse)  # (B, n, dim)
+        first = lookup(self.weights.weight, idx, self.weights.sparse).sum(dim=1)  # (B, 1)
         field = vec if self.projection is None else torch.einsum("bnd,nde->bne", vec, self.projection)
         return first, field, vec.flatten(1)
 
@@ -191,7 +218,7 @@ class _BagField(nn.Module):
 
     def candidate(self, ids: torch.Tensor) -> torch.Tensor:
         """The vectors of these values (B,) in this field's table: a target-aware encoder's candidate items."""
-        return F.embedding(self._rows(ids), self._tables()[0], padding_idx=0, sparse=self.sparse)
+        return lookup(self._tables()[0], self._rows(ids), self.sparse)
 
     def forward(self, x: torch.Tensor, candidate: torch.Tensor | None = None):
         idx = x[:, self.cols]
@@ -203,7 +230,7 @@ class _BagField(nn.Module):
         if self.bag:
             vec = F.embedding_bag(rows, vectors, per_sample_weights=w, mode=mode, padding_idx=0, sparse=self.sparse)
         else:
-            window = F.embedding(rows, vectors, padding_idx=0, sparse=self.sparse)  # (B, L, dim)
+            window = lookup(vectors, rows, self.sparse)  # (B, L, dim)
             if self.target_aware:
                 if candidate is None:
                     raise ValueError(f"field {self.name!r}: its encoder is target-aware, so the user side cannot be "
