@@ -301,8 +301,8 @@ def test_a_full_softmax_study_does_not_search_the_negatives_it_never_draws(tmp_p
     res = CliRunner().invoke(main, ["tune", "--models", "fm", "--trials", "2", "--loss", "bce", *SYNTH, *FAST,
                                     "--results-dir", str(tmp_path / "bce")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    trials = open_study(replace(cfg, results_dir=str(tmp_path / "bce"), experiment=config(tmp_path).experiment))
-    assert all("num_negatives" in t.params for t in trials.get_trials())
+    bce = open_study(replace(cfg, results_dir=str(tmp_path / "bce"), experiment=config(tmp_path).experiment))
+    assert len(bce.get_trials()) == 2 and all("num_negatives" in t.params for t in bce.get_trials())
     res = CliRunner().invoke(main, ["tune", "--models", "fm", "--sweep", "sampler", "--loss", "softmax", *SYNTH,
                                     *FAST, "--results-dir", str(tmp_path / "refused")])
     assert res.exit_code != 0 and "--sweep sampler with --loss softmax" in res.output
