@@ -1,4 +1,4 @@
-"""The `bench` command: run, tune, report, kernel, list, data; one module per command, click only here."""
+"""The `bench` command: run, tune, report, kernel, list, data, recommend; one module per command, click only here."""
 
 from __future__ import annotations
 

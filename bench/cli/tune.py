@@ -61,7 +61,8 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
               help="stop starting trials after this many seconds")
 @click.option("--storage", default=None, help="Optuna storage URL (default: SQLite under the results dir); "
               "a path ending .log/.journal is a journal file")
-@click.option("--study", default=None, help="study name prefix (default: dataset-model-device)")
+@click.option("--study", default=None, help="study name prefix: the study is PREFIX-MODEL-DEVICE (default: "
+              "DATA-MODEL[-sweep_...]-OBJECTIVE[-PROTOCOL]-DEVICE)")
 @click.option("--n-jobs", default=1, show_default=True, type=click.IntRange(min=1),
               help="worker processes on this machine")
 @click.option("--devices", default=None, callback=comma_option(str), help="sweep the same space on each device")
