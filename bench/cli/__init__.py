@@ -1,4 +1,5 @@
-"""The `bench` command: run, tune, report, kernel, list, data, recommend; one module per command, click only here."""
+"""The `bench` command: run, tune, report, archive, kernel, list, data, recommend; one module per command,
+click only here."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def main() -> None:
 
 
 def _register() -> None:
+    from bench.cli.archive import archive_command
     from bench.cli.data import data
     from bench.cli.kernel import kernel
     from bench.cli.plugins import list_plugins
@@ -52,7 +54,7 @@ def _register() -> None:
     from bench.cli.run import run
     from bench.cli.tune import tune
 
-    for command in (run, tune, report, kernel, list_plugins, data, recommend):
+    for command in (run, tune, report, archive_command, kernel, list_plugins, data, recommend):
         main.add_command(command)
 
 
