@@ -12,9 +12,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from bench.results.store import DB_NAME, _file_mode, _read_only_uri, write_atomic
+from bench.results.store import DB_NAME, STUDY_DB, _file_mode, _read_only_uri, write_atomic
 
-STUDY_DB = "optuna.db"  # bench tune's default study store under the results folder
 STORES = (DB_NAME, STUDY_DB)
 
 

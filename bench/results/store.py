@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 DB_NAME = "bench.db"
+STUDY_DB = "optuna.db"  # bench tune's default study store, beside the run store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

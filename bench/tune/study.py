@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bench.config import ExperimentConfig, ModelConfig
 from bench.device import cpu_count, flush_denormal, resolve_device, seed_everything, set_threads
 from bench.eval.evaluator import evaluate
+from bench.results.store import STUDY_DB
 from bench.runner import DataSource, build_model
 from bench.train.trainer import NaNLossError, train
 from bench.tune.settings import check_resume, encoded, searched_keys, study_settings
@@ -84,7 +85,7 @@ class TuneConfig:
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
-        path = Path(self.results_dir).resolve() / "optuna.db"
+        path = Path(self.results_dir).resolve() / STUDY_DB
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 
