@@ -140,6 +140,20 @@ def test_an_empty_window_encodes_to_zeros():
         assert torch.equal(made(*args), torch.zeros(2, 4)), encoder
 
 
+def test_the_gru_reads_each_windows_items_alone_oldest_first():
+    """Each row's state is the GRU run over its n items by themselves, in order: never over the padding in
+    front of them, however many layers."""
+    torch.manual_seed(0)
+    made = registry.create("history_encoder", "gru", dim=4, length=5, layers=2).eval()
+    lengths = [5, 3, 1]
+    mask = torch.tensor([[i >= 5 - n for i in range(5)] for n in lengths])
+    history = torch.randn(3, 5, 4) * mask.unsqueeze(2)
+    with torch.no_grad():
+        encoded = made(history, mask)
+        for row, n in enumerate(lengths):
+            _, alone = made.gru(history[row:row + 1, 5 - n:])
+            torch.testing.assert_close(encoded[row], alone[-1, 0])
+
 # --- the shuffled-order control ------------------------------------------------------------------------------
 
 def test_a_shuffled_window_holds_earlier_positives_only_in_a_fixed_random_order(small_frames):

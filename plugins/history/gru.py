@@ -28,10 +28,11 @@ class GRUEncoder(HistoryEncoder):
         # the window is padded at the front; move each row's items to the start, oldest first
         shift = (torch.arange(length, device=history.device) + (length - lengths).unsqueeze(1)) % length
         left = history.gather(1, shift.unsqueeze(2).expand_as(history))
-        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(left), lengths.clamp(min=1).cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        _, last = self.gru(packed)
-        return last[-1] * (lengths > 0).unsqueeze(1).to(history.dtype)
+        # the GRU is causal, so its output at each row's last item (step n - 1) reads the n items alone and never
+        # the padding behind them: the packed sequence's result without packing's per-step batches
+        out, _ = self.gru(self.dropout(left))
+        last = out[torch.arange(len(out), device=out.device), (lengths - 1).clamp(min=0)]
+        return last * (lengths > 0).unsqueeze(1).to(history.dtype)
 
     def floats_per_row(self) -> int:
         return self.length * 8 * self.dim
