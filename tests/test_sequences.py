@@ -154,6 +154,7 @@ def test_the_gru_reads_each_windows_items_alone_oldest_first():
             _, alone = made.gru(history[row:row + 1, 5 - n:])
             torch.testing.assert_close(encoded[row], alone[-1, 0])
 
+
 # --- the shuffled-order control ------------------------------------------------------------------------------
 
 def test_a_shuffled_window_holds_earlier_positives_only_in_a_fixed_random_order(small_frames):
