@@ -159,7 +159,8 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
     def value(cfg_, plugin, params, seed, data, device):
         number = next(t.number for t in study.get_trials() if json.loads(t.user_attrs["run_params"]) == params)
         calls.append((number, seed))
-        return scripted[number][seed - cfg_.seed - confirm_mod.CONFIRM_SEED]
+        value = scripted[number][seed - cfg_.seed - confirm_mod.CONFIRM_SEED]
+        return value, (value,) * 50  # every validation user alike: a clear difference
 
     monkeypatch.setattr(confirm_mod, "validation_value", value)
     confirmed = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
@@ -171,6 +172,50 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
     assert len(calls) == 2 * len(scripted) and again == confirmed  # kept in the study: not trained again
     saved = json.loads(save_best(study, cfg, chosen).read_text())
     assert saved["trial"] == steady and saved["confirmed"]["values"] == [0.5, 0.6]
+    assert saved["confirmed"]["p_vs_defaults"] < 0.001  # 0.55 against the defaults' 0.0 on every user
+
+
+def test_a_tuned_trial_replaces_the_defaults_only_when_the_validation_users_say_it_is_better(tmp_path, monkeypatch):
+    """Two trials with the same mean gain over the defaults: one gains on every user, the other's gain is a
+    few users' luck; only the first is established (and a higher --confirm-p would take the second)."""
+    import numpy as np
+
+    import bench.tune.confirm as confirm_mod
+    from bench.runner import DataSource
+
+    cfg = config(tmp_path, trials=3)
+    study = tune(cfg)
+    untuned = next(t.number for t in study.get_trials() if t.user_attrs.get("untuned"))
+    tuned = next(t.number for t in study.get_trials() if t.number != untuned)
+    rng = np.random.default_rng(0)
+    defaults = rng.random(400) * 0.2
+    steady, lucky = defaults + 0.01, defaults.copy()
+    lucky[:4] += 1.0  # the same mean gain, 0.01, all of it from 4 of the 400 users
+    for users, established in ((steady, True), (lucky, False)):
+        for k in [k for k in study.user_attrs if k.startswith("confirmed")]:  # confirm afresh
+            study.set_user_attr(k, [])
+
+        def value(cfg_, plugin, params, seed, data, device, users=users):
+            number = next(t.number for t in study.get_trials() if json.loads(t.user_attrs["run_params"]) == params)
+            per_user = users if number == tuned else defaults
+            return float(np.mean(per_user)), tuple(per_user)
+
+        monkeypatch.setattr(confirm_mod, "validation_value", value)
+        monkeypatch.setattr(optuna.trial.FrozenTrial, "value", property(
+            lambda t: 1.0 if t.number == tuned else 0.5 if t.number == untuned else 0.0))
+        confirmed = confirm_mod.confirm(study, cfg, top=1, seeds=2, data=DataSource(), device="cpu",
+                                        log=lambda m: None)
+        best = next(c for c in confirmed if c.trial == tuned)
+        assert abs(best.mean - next(c for c in confirmed if c.untuned).mean - 0.01) < 1e-9
+        assert (best.p_vs_defaults < 0.05) is established, best.p_vs_defaults
+        assert confirm_mod.choose(confirmed, 0.05).trial == (tuned if established else untuned)
+        assert confirm_mod.choose(confirmed, 1.0).trial == tuned  # the best mean, as before the test
+    # a study confirmed before per-user values were kept has nothing to test: its best mean wins
+    study.set_user_attr(f"confirmed.{tuned}", [0.9, 0.9])
+    study.set_user_attr(f"confirmed_users.{tuned}", [])
+    old = confirm_mod.confirm(study, cfg, top=1, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
+    assert next(c for c in old if c.trial == tuned).p_vs_defaults is None
+    assert confirm_mod.choose(old, 0.05).trial == tuned
 
 
 def test_a_new_study_tries_the_untuned_configuration_first_and_bench_run_would_train_the_same(tmp_path):
@@ -222,7 +267,8 @@ def test_the_untuned_trial_is_confirmed_wherever_it_ranked_and_chosen_when_its_m
     def value(cfg_, plugin, params, seed, data, device):
         number = next(t.number for t in study.get_trials() if json.loads(t.user_attrs["run_params"]) == params)
         calls.append(number)
-        return 0.9 if number == untuned else 0.1
+        value = 0.9 if number == untuned else 0.1
+        return value, (value,) * 50
 
     monkeypatch.setattr(confirm_mod, "validation_value", value)
     confirmed = confirm_mod.confirm(study, cfg, top=2, seeds=1, data=DataSource(), device="cpu", log=lambda m: None)
@@ -236,7 +282,7 @@ def test_tune_confirms_on_the_command_line_and_a_fitted_model_tunes_only_its_own
                                     "--confirm-seeds", "2", *SYNTH, *FAST, "--results-dir", str(tmp_path)],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert "mean of 2 new seeds" in res.stdout and "chosen" in res.stdout
+    assert "mean of 2 new seeds" in res.stdout and "chosen" in res.stdout and "p vs defaults" in res.stdout
     saved = json.loads(next((tmp_path / "best_params").glob("*-ease.json")).read_text())
     assert set(saved["params"]) == {"reg"} and saved["confirmed"]["seeds"] == 2
     assert saved["confirmed"]["gap"] == 0.0  # a closed form: the same value on every seed

@@ -74,9 +74,13 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
 @click.option("--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--confirm-top", default=5, show_default=True, type=click.IntRange(min=0),
-              help="train the best N trials again on --confirm-seeds new seeds; keep the best mean (0: off)")
+              help="train the best N trials again on --confirm-seeds new seeds; keep the best mean, as --confirm-p "
+                   "allows (0: off)")
 @click.option("--confirm-seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="new seeds per confirmed trial (validation only)")
+@click.option("--confirm-p", default=0.05, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
+              help="the best confirmed mean replaces the defaults only when a paired test over the validation users "
+                   "gives p below this (1: the best mean wins)")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
 @config_option
 @track_option
@@ -84,7 +88,7 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
 @train_options
 def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
          n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
-         seed: int, confirm_top: int, confirm_seeds: int, output: str | None, **kw: Any) -> None:
+         seed: int, confirm_top: int, confirm_seeds: int, confirm_p: float, output: str | None, **kw: Any) -> None:
     """Tune models with Optuna on the validation split; save the best params for `bench run --params best`.
 
     Exit status: 0 when done, 2 when the input was refused before any work, 130 / 143 after Ctrl-C / SIGTERM (the
@@ -94,7 +98,7 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
 
     try:
         _tune(models, trials, timeout, storage, study, n_jobs, devices, sweep, objective, pruner, seed, confirm_top,
-              confirm_seeds, output, **kw)
+              confirm_seeds, confirm_p, output, **kw)
     except KeyboardInterrupt as exc:
         click.echo(f"interrupted ({exc or 'Ctrl-C'}): the study is kept as it is, with no confirmation and no best "
                    "params saved; the same command resumes it", err=True)
@@ -103,7 +107,8 @@ def tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: s
 
 def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: str | None, study: str | None,
           n_jobs: int, devices: tuple[str, ...] | None, sweep: tuple[str, ...], objective: str, pruner: str,
-          seed: int, confirm_top: int, confirm_seeds: int, output: str | None, **kw: Any) -> None:
+          seed: int, confirm_top: int, confirm_seeds: int, confirm_p: float, output: str | None,
+          **kw: Any) -> None:
     from tabulate import tabulate
 
     from bench.device import resolve_device
@@ -173,13 +178,18 @@ def _tune(models: tuple[str, ...], trials: int, timeout: float | None, storage: 
                 confirmed = guard(lambda cfg=cfg, result=result: confirm(
                     result, cfg, confirm_top, confirm_seeds, data, resolve_device(cfg.device),
                     log=lambda m: click.echo(printable(m), err=True)))
-                chosen = choose(confirmed)
+                chosen = choose(confirmed, confirm_p)
                 table += "\n\n" + tabulate(
                     [[c.trial, f"{c.search_value:.4f}", f"{c.mean:.4f} ± {c.std:.4f}", f"{c.gap:+.4f}",
+                      "-" if c.p_vs_defaults is None else f"{c.p_vs_defaults:.3f}",
                       " ".join(filter(None, ["chosen" if c is chosen else "", "(defaults)" if c.untuned else ""]))]
                      for c in confirmed],
-                    headers=["trial", "search value", f"mean of {confirm_seeds} new seeds", "gap", ""],
-                    tablefmt="github", disable_numparse=True)
+                    headers=["trial", "search value", f"mean of {confirm_seeds} new seeds", "gap", "p vs defaults",
+                             ""], tablefmt="github", disable_numparse=True)
+                best = max(confirmed, key=lambda c: c.mean)
+                if chosen is not best:
+                    table += (f"\n\nThe defaults stay: trial {best.trial}'s higher mean is not established on the "
+                              f"validation users (p = {best.p_vs_defaults:.3f}, --confirm-p {confirm_p:g}).")
             path = save_best(result, cfg, chosen)
             click.echo(printable(head) + "\n" + table + "\n" + printable(f"best params saved to {path}"))
             sections.append(f"### {cfg.study_name()}\n\n{head}\n\n{table}\n\nBest params: `{path}`\n")

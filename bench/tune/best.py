@@ -49,7 +49,7 @@ def save_best(study: optuna.Study, cfg: Any, confirmed: Any = None) -> Path:
     params = json.loads(best.user_attrs["run_params"])
     extra = {} if confirmed is None else {"confirmed": {
         "seeds": len(confirmed.values), "values": list(confirmed.values), "mean": confirmed.mean,
-        "gap": confirmed.gap}}
+        "gap": confirmed.gap, "p_vs_defaults": confirmed.p_vs_defaults}}
     payload = {
         "model": best.user_attrs.get("registry_model", cfg.model.plugin), "tuned_as": cfg.model.name,
         "dataset": cfg.experiment.data.label(), "objective": f"val {cfg.objective}", "value": best.value,
