@@ -78,9 +78,9 @@ def _timeout(ctx: Any, param: Any, value: float | None) -> float | None:
                    "allows (0: off)")
 @click.option("--confirm-seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="new seeds per confirmed trial (validation only)")
-@click.option("--confirm-p", default=0.05, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
+@click.option("--confirm-p", default=1.0, show_default=True, type=click.FloatRange(min=0, max=1, min_open=True),
               help="the best confirmed mean replaces the defaults only when a paired test over the validation users "
-                   "gives p below this (1: the best mean wins)")
+                   "gives p below this (1: the best mean wins; the p-value is reported either way)")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the best-trials table as Markdown")
 @config_option
 @track_option

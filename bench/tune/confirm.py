@@ -7,13 +7,13 @@ the `top` best complete trials again with `seeds` new seeds (validation only, ne
 study's untuned first trial (the defaults) among them, and `choose` picks the one with the best mean.
 
 Seeds are not the only noise: every trial is judged on the same validation users, and with a gain of a few
-thousandths the best mean is still partly those users' luck (on ML-100K, tuned DeepFM-family rows whose
-confirmed gains were 0.002-0.006 NDCG@10 landed level with or below their defaults on test). So each
-confirmed run also scores every validation user, and the best mean replaces the defaults only when a paired
-test over those users (their means over the seeds) says it beats them (`p_max`); otherwise the defaults
-stay. The search value, the confirmed mean, their gap and that p-value are reported and saved with the best
-params. Confirmed values are kept in the study (user attrs `confirmed.<trial>`, per user
-`confirmed_users.<trial>`), so a resumed study confirms only what it has not.
+thousandths the best mean is still partly those users' luck. So each confirmed run also scores every
+validation user, and each trial gets a paired test over those users (their means over the seeds) against the
+defaults; with `p_max` < 1 the best mean replaces the defaults only when that test says it beats them. With
+one validation interaction per user the test has little power for small gains, so `bench tune` reports it and
+applies it only when asked (`--confirm-p`). The search value, the confirmed mean, their gap and that p-value
+are reported and saved with the best params. Confirmed values are kept in the study (user attrs
+`confirmed.<trial>`, per user `confirmed_users.<trial>`), so a resumed study confirms only what it has not.
 """
 
 from __future__ import annotations
