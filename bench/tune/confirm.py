@@ -23,6 +23,7 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -100,9 +101,7 @@ def confirm(study: optuna.Study, cfg: Any, top: int, seeds: int, data: DataSourc
     return _tested(out)
 
 
-def _user_means(c: Confirmed) -> Any:
-    import numpy as np
-
+def _user_means(c: Confirmed) -> np.ndarray:
     return np.mean(np.asarray(c.per_user, dtype=np.float64), axis=0)
 
 
