@@ -149,11 +149,13 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
     cfg = config(tmp_path, trials=4)
     study = tune(cfg)
     ranked = sorted((t for t in study.get_trials() if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
-    lucky, steady = ranked[0].number, ranked[1].number
-    # the search's winner was lucky: on new seeds the runner-up is better
-    scripted = {lucky: [0.01, 0.02], steady: [0.5, 0.6]}
-    untuned = next(t.number for t in ranked if t.user_attrs.get("untuned"))  # confirmed too: see below
-    scripted.setdefault(untuned, [0.0, 0.0])
+    tuned = [t for t in ranked if not t.user_attrs.get("untuned")]
+    lucky, steady = tuned[0].number, tuned[1].number
+    # the search's best tuned trial was lucky: on new seeds the runner-up is better. The untuned trial (the
+    # defaults) is confirmed wherever it ranks; `top` reaches the runner-up even when the defaults rank above it.
+    top = next(i for i, t in enumerate(ranked) if t.number == steady) + 1
+    untuned = next(t.number for t in ranked if t.user_attrs.get("untuned"))
+    scripted = {lucky: [0.01, 0.02], steady: [0.5, 0.6], untuned: [0.0, 0.0]}
     calls = []
 
     def value(cfg_, plugin, params, seed, data, device):
@@ -163,12 +165,12 @@ def test_confirmation_retrains_the_top_trials_and_keeps_the_best_mean(tmp_path, 
         return value, (value,) * 50  # every validation user alike: a clear difference
 
     monkeypatch.setattr(confirm_mod, "validation_value", value)
-    confirmed = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
+    confirmed = confirm_mod.confirm(study, cfg, top=top, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
     chosen = confirm_mod.choose(confirmed)
-    assert chosen.trial == steady and abs(chosen.mean - 0.55) < 1e-12 and chosen.gap == ranked[1].value - 0.55
+    assert chosen.trial == steady and abs(chosen.mean - 0.55) < 1e-12 and chosen.gap == tuned[1].value - 0.55
     seeds = [cfg.seed + confirm_mod.CONFIRM_SEED + k for k in (0, 1)]
     assert sorted(calls) == sorted((n, s) for n in scripted for s in seeds)
-    again = confirm_mod.confirm(study, cfg, top=2, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
+    again = confirm_mod.confirm(study, cfg, top=top, seeds=2, data=DataSource(), device="cpu", log=lambda m: None)
     assert len(calls) == 2 * len(scripted) and again == confirmed  # kept in the study: not trained again
     saved = json.loads(save_best(study, cfg, chosen).read_text())
     assert saved["trial"] == steady and saved["confirmed"]["values"] == [0.5, 0.6]
