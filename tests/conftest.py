@@ -39,6 +39,14 @@ def require_ml100k() -> Path:
     return folder
 
 
+def worker_env() -> dict[str, str]:
+    """The environment of a `bench` process a test starts and kills or races: one thread, and the eager FM
+    kernel. Compiling the kernel makes each new process import torch's compiler first (seconds), a cost these
+    tests of dying and sharing workers pay once per process; the compiled kernel itself is tested in-process
+    (tests/test_kernel.py) and by every in-process run."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_FM_COMPILE": "0"}
+
+
 SMALL = dict(n_users=60, n_items=90, n_interactions=3000, seed=0)
 SYNTH_OPTS = {k: v for k, v in SMALL.items() if k != "seed"}
 # the same small synthetic data on a command line

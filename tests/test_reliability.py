@@ -4,7 +4,6 @@ whose process dies (SIGTERM, SIGKILL) does not stay 'running' forever."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +13,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SYNTH
+from conftest import SYNTH, worker_env
 
 import bench.results.store as store_mod
 import bench.runner as runner_mod
@@ -214,7 +213,7 @@ SLOW = [*SYNTH, "--models", "fm", "--epochs", "200", "--patience", "200", "--bat
 
 def test_sigterm_marks_the_run_interrupted_and_exits_143(tmp_path):
     proc = subprocess.Popen(_cli("run", *SLOW, "--results-dir", str(tmp_path)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env=worker_env())
     _wait_for_running(tmp_path, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -225,7 +224,7 @@ def test_sigterm_marks_the_run_interrupted_and_exits_143(tmp_path):
 
 def test_a_killed_run_is_found_dead_and_reported_interrupted(tmp_path):
     proc = subprocess.Popen(_cli("run", *SLOW, "--results-dir", str(tmp_path)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, env=worker_env())
     _wait_for_running(tmp_path, proc)
     proc.kill()
     proc.wait(timeout=30)

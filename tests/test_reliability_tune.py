@@ -4,7 +4,6 @@ and bad tuning options are refused before any work."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import SYNTH, tune_config
+from conftest import SYNTH, tune_config, worker_env
 from optuna.trial import TrialState
 
 import bench.runner as runner_mod
@@ -272,7 +271,7 @@ def test_ctrl_c_during_n_jobs_2_stops_after_the_current_trials_with_130_and_conf
            "--confirm-top", "1", "--confirm-seeds", "1", "--results-dir", str(tmp_path)]
     log = tmp_path / "tune.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out,
+        proc = subprocess.Popen(cmd, env=worker_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
     storage = open_url(url)
     try:

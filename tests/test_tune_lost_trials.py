@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SYNTH, tune_config
+from conftest import SYNTH, tune_config, worker_env
 from optuna.trial import TrialState, create_trial
 
 import bench.tune.storage as storage_mod
@@ -130,9 +130,8 @@ def tune_cmd(tmp_path: Path, url: str, trials: int, *extra: str) -> list[str]:
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(cmd, env=worker_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
 
 
 def load(storage) -> optuna.Study | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,7 +10,7 @@ from dataclasses import replace
 import optuna
 import pytest
 from click.testing import CliRunner
-from conftest import SYNTH, tune_config
+from conftest import SYNTH, tune_config, worker_env
 from optuna.trial import TrialState
 
 import bench.train.trainer as trainer_mod
@@ -84,8 +83,7 @@ def test_two_worker_processes_share_one_study_exactly(tmp_path, storage):
     url = f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else str(tmp_path / "shared.journal")
     cmd = [sys.executable, "-m", "bench", "tune", "--models", "fm", "--trials", "6", "--study", "shared",
            "--storage", url, *SYNTH, *FAST, "--results-dir", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen(cmd, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outs
