@@ -24,7 +24,7 @@ run: install
 	$(VENV)/bin/bench run $(ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto  # one worker per core (pytest-xdist)
 
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"  # the peer libraries tests/bench_peers.py times

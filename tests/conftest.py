@@ -12,6 +12,14 @@ from bench.data.pipeline import prepare
 
 REPO = Path(__file__).resolve().parent.parent
 
+# `make test` runs the suite in one worker process per core (pytest-xdist): each worker, and every process a test
+# starts, then keeps to one thread, since two workers of two threads each on two cores ran slower than one
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def ml100k_dir() -> Path | None:
     """The real MovieLens-100K where it already is: BENCH_DATA_DIR, else the download cache
