@@ -141,9 +141,9 @@ def time_training(stages: Stages, label: str, data: Any, optimizer: str,
 
 
 def time_ranking(stages: Stages, label: str, model: Any, data: Any, epoch_seconds: float, peak: float,
-                 pairwise: bool) -> None:
+                 pairwise: bool, validation: bool = True) -> None:
     """Full ranking of every validation user (extrapolated from a fixed subset), its share of the matmul peak,
-    and the validation early stopping would run by default after an epoch of `epoch_seconds`."""
+    and (`validation`) the validation early stopping would run by default after an epoch of `epoch_seconds`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from bench.config import EvalConfig, TrainConfig
@@ -162,6 +162,8 @@ def time_ranking(stages: Stages, label: str, model: Any, data: Any, epoch_second
     stages.add(f"{label} full ranking, all validation users", seconds / ranked * len(data.val),
                f"extrapolated from {ranked:,} of {len(data.val):,} users x {data.n_items - 1:,} items; "
                f"{rate:.1f} GFLOP/s in matmuls, {rate / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak")
+    if not validation:
+        return
     t = stages.begin()
     users, _ = budget_users(model, data, TrainConfig(batch_size=BATCH), config, torch.device("cpu"), epoch_seconds)
     probe = time.perf_counter() - t
@@ -174,8 +176,10 @@ def time_ranking(stages: Stages, label: str, model: Any, data: Any, epoch_second
 
 
 def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tuple[str, ...] = ("mean",),
-            baselines: bool = True, ranking: bool = True) -> dict[str, Any]:
-    """Every stage at one size, in this process (`ranking=False`: without full ranking and validation)."""
+            baselines: bool = True, ranking: bool = True, validation: bool = True) -> dict[str, Any]:
+    """Every stage at one size, in this process (`ranking=False`: without full ranking and validation;
+    `validation=False`: full ranking without the default validation, which at 20M costs a quarter of an
+    epoch per encoder, over half an hour for the slowest)."""
     import registry
     from bench.config import OPTIMIZERS, ModelConfig, TrainConfig, make_sampler
     from bench.data.pipeline import prepare
@@ -215,7 +219,7 @@ def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tu
         for optimizer in OPTIMIZERS if encoder in ("", encoders[0]) else ("adam",):
             model, epochs[optimizer] = time_training(stages, label, encoded, optimizer, batches, epoch_steps)
         if ranking:
-            time_ranking(stages, label, model, encoded, epochs["adam"], peak, pairwise)
+            time_ranking(stages, label, model, encoded, epochs["adam"], peak, pairwise, validation)
         del model
     del batches
 
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="skip the mostpop/itemknn/ease fits")
     parser.add_argument("--no-ranking", action="store_true",
                         help="skip full ranking and validation (training and memory only)")
+    parser.add_argument("--no-validation", action="store_true",
+                        help="time full ranking but not the validation early stopping runs by default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None, help="write the tables to this Markdown file")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     splits, encoders = _list(args.split), tuple(_list(args.encoders))
     if args.one:
         print(json.dumps(measure(sizes[0], histories[0], args.threads, splits[0], encoders, not args.no_baselines,
-                                 not args.no_ranking)))
+                                 not args.no_ranking, not args.no_validation)))
         return
     results = []
     for n in sizes:
@@ -277,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                 cmd = [sys.executable, "-m", "bench.scale", "--one", "--interactions", str(n), "--history",
                        str(history), "--split", split, "--encoders", ",".join(encoders), "--threads",
                        str(args.threads), *(["--no-baselines"] if args.no_baselines else []),
-                       *(["--no-ranking"] if args.no_ranking else [])]
+                       *(["--no-ranking"] if args.no_ranking else []),
+                       *(["--no-validation"] if args.no_validation else [])]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")

@@ -46,6 +46,14 @@ def test_without_ranking_only_training_is_timed(monkeypatch):
     assert not any("ranking" in s or "validation" in s for s in stages)
 
 
+def test_without_validation_ranking_is_still_timed(monkeypatch):
+    tiny(monkeypatch)
+    stages = [s["stage"] for s in scale.measure(20_000, history=0, threads=1, baselines=False,
+                                                validation=False)["stages"]]
+    assert "DeepFM full ranking, all validation users" in stages
+    assert not any("by default" in s for s in stages)
+
+
 def test_each_encoder_is_timed_on_the_same_windows(monkeypatch):
     """One split, then a training and a ranking per encoder; the target-aware one ranks fewer users."""
     tiny(monkeypatch)
