@@ -179,7 +179,7 @@ def measure(n: int, history: int, threads: int, split: str = "loo", encoders: tu
             baselines: bool = True, ranking: bool = True, validation: bool = True) -> dict[str, Any]:
     """Every stage at one size, in this process (`ranking=False`: without full ranking and validation;
     `validation=False`: full ranking without the default validation, which at 20M costs a quarter of an
-    epoch per encoder, over half an hour for the slowest)."""
+    epoch per encoder)."""
     import registry
     from bench.config import OPTIMIZERS, ModelConfig, TrainConfig, make_sampler
     from bench.data.pipeline import prepare
