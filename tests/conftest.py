@@ -13,7 +13,7 @@ from bench.data.pipeline import prepare
 REPO = Path(__file__).resolve().parent.parent
 
 # `make test` runs the suite in one worker process per core (pytest-xdist): each worker, and every process a test
-# starts, then keeps to one thread, since two workers of two threads each on two cores ran slower than one
+# starts, then keeps to one thread: two workers of two threads each would oversubscribe two cores
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     import torch
 
