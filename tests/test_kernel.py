@@ -308,6 +308,37 @@ def test_one_pass_compiles_once_for_every_batch_size():
     assert fm_kernels._COMPILED.unavailable is None
 
 
+def test_one_pass_keeps_compiling_past_dynamos_limit_on_variants(monkeypatch):
+    """Dynamo compiles one function in at most `recompile_limit` variants (dtype, inference tensors, thread count
+    each make one); with one shared copy, a process meeting more kinds lost the compiled kernel to a failure and
+    the eager path served the rest of it. Each kind has its own copy; training and evaluation share one."""
+    import torch._dynamo
+    import torch._dynamo.utils as dynamo_utils
+
+    compiler = fm_kernels._OnePassCompiler()
+    monkeypatch.setattr(fm_kernels, "_COMPILED", compiler)
+    with torch._dynamo.config.patch(recompile_limit=2):
+        v = torch.randn(32, 5, 4, generator=torch.Generator().manual_seed(5))
+        graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+        out = fm_kernels.one_pass(v.clone().requires_grad_())  # training: the input needs a gradient
+        with torch.no_grad():
+            torch.testing.assert_close(fm_kernels.one_pass(v), out.detach())  # evaluation: the same variant
+        assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs + 1
+        threads = torch.get_num_threads()
+        try:
+            kinds = [(torch.float64, threads), (torch.float32, threads + 1), (torch.float64, threads + 1)]
+            for dtype, n_threads in kinds:
+                torch.set_num_threads(n_threads)
+                torch.testing.assert_close(fm_kernels.one_pass(v.to(dtype)), fm_kernels.naive(v.to(dtype)),
+                                           rtol=1e-5, atol=1e-5)
+            with torch.inference_mode():
+                made_there = v.clone()  # an inference tensor
+                torch.testing.assert_close(fm_kernels.one_pass(made_there), out.detach())
+        finally:
+            torch.set_num_threads(threads)
+    assert compiler.unavailable is None and len(compiler.kernels) == 5
+
+
 def test_one_pass_falls_back_to_the_eager_kernel_with_one_warning(monkeypatch):
     compiler = fm_kernels._OnePassCompiler()
     monkeypatch.setattr(fm_kernels, "_COMPILED", compiler)
@@ -346,7 +377,7 @@ def test_one_pass_under_a_dispatch_mode_serves_eagerly_and_keeps_the_compiled_ke
         outside = fm_kernels.one_pass(v)
     torch.testing.assert_close(inside, fm_kernels.naive(v), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outside, inside, rtol=1e-5, atol=1e-5)
-    assert compiler.unavailable is None and compiler.kernel is not None
+    assert compiler.unavailable is None and compiler.kernels
 
 
 def test_the_rows_say_which_implementation_the_models_run(tmp_path):

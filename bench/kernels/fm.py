@@ -20,6 +20,7 @@ Which one the layer uses, and why (the figures: results/kernel-cpu.md and `bench
 from __future__ import annotations
 
 import os
+import types
 import warnings
 from typing import Callable
 
@@ -115,25 +116,41 @@ def _terms(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * (s * s - (acc * acc).sum(dim=1)).sum(dim=1), s
 
 
+def _own_copy(function: Callable) -> Callable:
+    """`function` with a code object of its own: dynamo keeps compiled variants, and counts them against its
+    recompile limit, per code object."""
+    return types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
+
+
 class _OnePassCompiler:
-    """`_terms` compiled once per process with dynamic shapes (any batch, fields and dim reuse one kernel), or
-    the reason it cannot be: no compiler, a torch without inductor, or BENCH_FM_COMPILE=0."""
+    """`_terms` compiled with dynamic shapes (any batch, fields and dim reuse one kernel), or the reason it
+    cannot be: no compiler, a torch without inductor, or BENCH_FM_COMPILE=0.
+
+    Each kind of input that dynamo's guards tell apart (dtype, inference tensor or not, thread count) gets its
+    own compiled copy of `_terms`: dynamo stops compiling a function after 8 variants (and with fullgraph
+    fails), so one shared copy ran out in a process meeting many kinds (a test session; `bench kernel` over
+    dtypes and thread counts) and the eager kernel served the rest of it. The input goes in detached, so
+    training and evaluation share a variant.
+    """
 
     def __init__(self) -> None:
-        self.kernel: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.kernels: dict[tuple[torch.dtype, bool, int], Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
         self.unavailable: str | None = None
 
     def __call__(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The compiled terms, or None where the eager path must serve (see `one_pass`)."""
         if self.unavailable is not None or v.device.type != "cpu" or is_in_torch_dispatch_mode():
             return None  # under a dispatch mode (FlopCounterMode, fake tensors) dynamo skips the frame: eager
-        if self.kernel is None and os.environ.get("BENCH_FM_COMPILE", "1") == "0":
+        if not self.kernels and os.environ.get("BENCH_FM_COMPILE", "1") == "0":
             self.unavailable = "BENCH_FM_COMPILE=0"
             return None
+        kind = (v.dtype, v.is_inference(), torch.get_num_threads())
         try:
-            if self.kernel is None:
-                self.kernel = torch.compile(_terms, dynamic=True, fullgraph=True)
-            return self.kernel(v)
+            kernel = self.kernels.get(kind)
+            if kernel is None:
+                kernel = self.kernels[kind] = torch.compile(_own_copy(_terms), dynamic=True, fullgraph=True)
+            return kernel(v.detach())
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an inductor limitation: the eager path serves
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             self.unavailable = f"{type(exc).__name__}: {detail}"
