@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_tune_lost_trials import assert_exactly, load, mid_trial, start, tune_cmd, wait_for
+from test_tune_lost_trials import WORKER_SECONDS, assert_exactly, load, mid_trial, start, tune_cmd, wait_for
 
 import bench.tune.storage as storage_mod
 from bench.tune.study import counts
@@ -89,18 +89,18 @@ def test_two_workers_on_postgres_finish_exactly_even_after_kill_9_of_one(tmp_pat
         # two workers, one killed mid-trial: the survivor fails its trial as lost, retries it, finishes 6
         victim, survivor = procs = [start(tune_cmd(tmp_path, postgres_url, 6), tmp_path / f"w{i}.log")
                                     for i in range(2)]
-        wait_for(lambda: mid_trial(storage, lambda pid: pid == victim.pid), 120,
+        wait_for(lambda: mid_trial(storage, lambda pid: pid == victim.pid), WORKER_SECONDS,
                  "the victim's trial to be under way", procs)
         os.kill(victim.pid, signal.SIGKILL)
         assert victim.wait(10) == -signal.SIGKILL
-        assert survivor.wait(120) == 0, (tmp_path / "w1.log").read_text()
+        assert survivor.wait(WORKER_SECONDS) == 0, (tmp_path / "w1.log").read_text()
         assert_exactly(load(storage), 6, {victim.pid})
         # the same command on two workers with a larger budget resumes the study: exactly 10, none twice
         # (shorter trials: nothing is killed now; the last --epochs given wins)
         procs = [start(tune_cmd(tmp_path, postgres_url, 10, "--epochs", "5"), tmp_path / f"r{i}.log")
                  for i in range(2)]
         for i, p in enumerate(procs):
-            assert p.wait(120) == 0, (tmp_path / f"r{i}.log").read_text()
+            assert p.wait(WORKER_SECONDS) == 0, (tmp_path / f"r{i}.log").read_text()
         study = load(storage)
         assert_exactly(study, 10, {victim.pid})
         assert len([t for t in study.get_trials() if counts(t)]) == 10
