@@ -7,10 +7,10 @@ Which one the layer uses, and why (the figures: results/kernel-cpu.md and `bench
 
 * CPU: `one_pass`. Eager PyTorch reads the (B, F, D) input twice in forward (once for sum v, once for
   sum v^2), which caps it near half the memory bandwidth; `one_pass` compiles both sums into one loop,
-  once per process with dynamic shapes (a ragged last batch or an evaluation batch does not recompile),
-  and falls back to the eager `fused` path, with one warning, where no compiler is present. Its backward
-  writes the gradient in one pass, as `fused` does. `compiled` (torch.compile of the textbook formula,
-  specialised per shape) is the reference for what one inductor loop reaches.
+  once per process and kind of input (dtype, thread count) with dynamic shapes (a ragged last batch or an
+  evaluation batch does not recompile), and falls back to the eager `fused` path, with one warning, where no
+  compiler is present. Its backward writes the gradient in one pass, as `fused` does. `compiled` (torch.compile
+  of the textbook formula, specialised per shape) is the reference for what one inductor loop reaches.
 * CUDA: `fused`, for now. The Triton kernels (forward reads v once; backward reads v once and
   writes the gradient once) have only been checked against `naive` under Triton's CPU interpreter, never
   on a GPU, so they run only when asked for (`bench kernel --impl triton`) until a CUDA measurement
