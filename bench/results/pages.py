@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from bench.results import tables
 from bench.results.store import Run
@@ -15,13 +15,37 @@ def sampler_label(train: dict[str, Any]) -> str:
     return " ".join(filter(None, [train.get("sampler", "?"), options]))
 
 
+def id_ranges(ids: list[int]) -> str:
+    """'1, 3-6, 9': run ids as a reader finds them in the store."""
+    spans: list[list[int]] = []
+    for i in sorted(ids):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def shared_value(runs: list[Run], name: str, value: Callable[[Run], Any]) -> str:
+    """'commit `x`' when every run shares it, else each value with its runs: a page never shows the first run's
+    commit, device or torch as if it were every run's."""
+    by_value: dict[str, list[int]] = {}
+    for run in runs:
+        by_value.setdefault(f"`{value(run)}`", []).append(run.id)
+    if len(by_value) == 1:
+        return f"{name} {next(iter(by_value))}"
+    return f"{name} " + ", ".join(f"{v} (runs {id_ranges(ids)})" for v, ids in by_value.items())
+
+
 def leaderboard_sections(runs: list[Run], baseline: str, metrics: tuple[str, ...] | None = None) -> list[str]:
     """The environment line, the leaderboard and the comparison with the baseline (when it finished)."""
-    first = runs[0]
     samplers = ", ".join(f"`{s}`" for s in sorted({sampler_label(r.config.get("train", {})) for r in runs}))
-    lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; protocol `{first.protocol}`, ties `{first.ties}`, "
-             f"training negatives {samplers}, device `{first.device}`, torch {first.versions.get('torch')}, "
-             f"{first.versions.get('threads')} threads, commit `{first.git_commit}`.", "",
+    environment = [shared_value(runs, "protocol", lambda r: r.protocol), shared_value(runs, "ties", lambda r: r.ties),
+                   f"training negatives {samplers}", shared_value(runs, "device", lambda r: r.device),
+                   shared_value(runs, "torch", lambda r: r.versions.get("torch")),
+                   shared_value(runs, "threads", lambda r: r.versions.get("threads")),
+                   shared_value(runs, "commit", lambda r: r.git_commit)]
+    lines = [f"Recorded {datetime.now():%Y-%m-%d %H:%M}; {', '.join(environment)}.", "",
              "## Leaderboard (test split, mean [95% interval over users and seeds])", "",
              tables.leaderboard(runs, "github", metrics), ""]
     if baseline in {r.model for r in runs}:
