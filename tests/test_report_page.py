@@ -1,6 +1,7 @@
 """The results page's environment line: every run's commit, device and torch, never the first run's alone."""
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
@@ -32,3 +33,24 @@ def test_the_page_names_each_commit_with_its_runs_and_a_shared_value_once(tmp_pa
     line = next(x for x in page.read_text().splitlines() if x.startswith("Recorded"))
     assert "commit `aaa` (runs 1-2), `bbb-dirty` (runs 3)" in line
     assert "torch `2.13.0+cpu`," in line and "device `cpu`," in line and "threads `1`," in line
+
+
+def test_ids_take_ranges_and_the_page_shows_just_those_runs(tmp_path):
+    store = ResultStore(tmp_path)
+    for seed, commit in ((1, "aaa"), (2, "aaa"), (3, "bbb"), (4, "ccc")):
+        _finished_run(store, "mostpop", seed, commit, "2.13.0+cpu")
+    page = tmp_path / "page.md"
+    res = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path), "--ids", "2-3", "--baseline", "mostpop",
+                                    "--metrics", "HR@10", "--output", str(page)])
+    assert res.exit_code == 0, res.output
+    assert "commit `aaa` (runs 2), `bbb` (runs 3)." in page.read_text()
+
+
+@pytest.mark.parametrize("ids, message", [("3-1", "'3-1' is not a range of run ids"),
+                                          ("1-2000000", "at most 1,000,000 ids"),
+                                          ("1-2-3", "'1-2-3' is not a run id or a range"),
+                                          ("0-4", "0 is not a run id"), ("-5", "-5 is not a run id")])
+def test_ids_refuse_a_range_that_is_not_one_naming_it(tmp_path, ids, message):
+    ResultStore(tmp_path)
+    res = CliRunner().invoke(main, ["report", "--results-dir", str(tmp_path), "--ids", ids])
+    assert res.exit_code == 2 and "--ids" in res.output and message in res.output, res.output

@@ -10,7 +10,7 @@ import click
 
 from bench.cli.common import RESULTS_DIR, comma_option, command_line, fail, guard, tables, write_page
 from bench.cli.run import METRICS_HELP
-from bench.config import PROTOCOLS
+from bench.config import PROTOCOLS, comma_list
 from bench.eval.metrics import TIE_POLICIES
 from bench.results.tables import FORMATS
 from bench.text import printable
@@ -18,13 +18,29 @@ from bench.text import printable
 MAX_RUN_ID = 2**63 - 1  # SQLite's largest integer: no run has a larger id
 
 
+MAX_RANGE = 1_000_000  # ids one FIRST-LAST range may span: a typo such as 1-10000000000 fails, not hangs
+
+
 def _run_ids(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
-    """--ids: a comma list of run ids, each a whole number from 1 to SQLite's largest integer."""
-    ids = comma_option(int)(ctx, param, value)
-    wrong = [i for i in ids or () if not 1 <= i <= MAX_RUN_ID]
-    if wrong:
-        raise click.BadParameter(f"{wrong[0]} is not a run id; expected whole numbers from 1 to {MAX_RUN_ID}")
-    return ids
+    """--ids: run ids and FIRST-LAST ranges ('1,4,7-12'), each a whole number from 1 to SQLite's largest integer."""
+    if value is None:
+        return None
+    ids: list[int] = []
+    for part in comma_list(value):
+        first, dash, last = part.partition("-")
+        try:
+            bounds = (int(first), int(last)) if dash and first else (int(part), int(part))
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a run id or a range; expected a comma list of whole numbers "
+                                     f"and FIRST-LAST ranges, e.g. 1,4,7-12") from None
+        wrong = [i for i in bounds if not 1 <= i <= MAX_RUN_ID]
+        if wrong:
+            raise click.BadParameter(f"{wrong[0]} is not a run id; expected whole numbers from 1 to {MAX_RUN_ID}")
+        if not 0 <= bounds[1] - bounds[0] < MAX_RANGE:
+            raise click.BadParameter(f"{part!r} is not a range of run ids; expected FIRST-LAST with FIRST <= LAST, "
+                                     f"at most {MAX_RANGE:,} ids")
+        ids.extend(range(bounds[0], bounds[1] + 1))
+    return tuple(ids)
 
 
 @click.command()
@@ -32,7 +48,7 @@ def _run_ids(ctx: Any, param: Any, value: str | None) -> tuple[int, ...] | None:
 @click.option("--dataset", default=None, help="only runs on this dataset label")
 @click.option("--models", default=None, callback=comma_option(str), help="only these models")
 @click.option("--since", default=None, help="only runs started on/after this date (YYYY-MM-DD)")
-@click.option("--ids", default=None, callback=_run_ids, help="only these run ids")
+@click.option("--ids", default=None, callback=_run_ids, help="only these run ids, e.g. 1,4,7-12")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default=None, help="only runs of this protocol")
 @click.option("--ties", type=click.Choice(TIE_POLICIES), default=None, help="only runs of this tie policy")
 @click.option("--baseline", default="neumf", show_default=True)
