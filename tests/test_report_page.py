@@ -44,6 +44,7 @@ def test_ids_take_ranges_and_the_page_shows_just_those_runs(tmp_path):
                                     "--metrics", "HR@10", "--output", str(page)])
     assert res.exit_code == 0, res.output
     assert "commit `aaa` (runs 2), `bbb` (runs 3)." in page.read_text()
+    assert "--ids 2-3 " in page.read_text()  # the command that made the page, ranges kept
 
 
 @pytest.mark.parametrize("ids, message", [("3-1", "'3-1' is not a range of run ids"),

@@ -242,6 +242,9 @@ def command_line() -> str:
             parts += [a for k, v in value.items() for a in (param.opts[0], f"{k}={v}")]
         elif param.multiple:
             parts += [a for v in value for a in (param.opts[0], str(v))]
+        elif param.name == "ids":  # run ids as ranges, as a reader would type them: 1,3-93,96-137
+            from bench.results.pages import id_ranges
+            parts += [param.opts[0], id_ranges(list(value)).replace(", ", ",")]
         elif isinstance(value, tuple):
             parts += [param.opts[0], ",".join(map(str, value))]
         else:
