@@ -244,7 +244,7 @@ def command_line() -> str:
             parts += [a for v in value for a in (param.opts[0], str(v))]
         elif param.name == "ids":  # run ids as ranges, as a reader would type them: 1,3-93,96-137
             from bench.results.pages import id_ranges
-            parts += [param.opts[0], id_ranges(list(value)).replace(", ", ",")]
+            parts += [param.opts[0], id_ranges(list(value), sep=",")]
         elif isinstance(value, tuple):
             parts += [param.opts[0], ",".join(map(str, value))]
         else:

@@ -15,15 +15,15 @@ def sampler_label(train: dict[str, Any]) -> str:
     return " ".join(filter(None, [train.get("sampler", "?"), options]))
 
 
-def id_ranges(ids: list[int]) -> str:
-    """'1, 3-6, 9': run ids as a reader finds them in the store."""
+def id_ranges(ids: list[int], sep: str = ", ") -> str:
+    """'1, 3-6, 9': run ids as a reader finds them in the store (sep="," gives what --ids takes)."""
     spans: list[list[int]] = []
     for i in sorted(ids):
         if spans and i == spans[-1][1] + 1:
             spans[-1][1] = i
         else:
             spans.append([i, i])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+    return sep.join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def shared_value(runs: list[Run], name: str, value: Callable[[Run], Any]) -> str:
