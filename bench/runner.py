@@ -11,6 +11,7 @@ import difflib
 import importlib.util
 import inspect
 import platform
+import re
 import subprocess
 import time
 import warnings
@@ -144,6 +145,47 @@ def _unknown_options(model: ModelConfig) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"model {model.name}: unknown option {key!r}{hint}; its options: {', '.join(known)}")
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON file's [128, 64] and a search space's "128,64" are the default (128, 64): lists and width strings
+    read as tuples, at any depth."""
+    if isinstance(value, str) and re.fullmatch(r"\d+(,\d+)*", value.replace(" ", "")):
+        return tuple(int(v) for v in value.replace(" ", "").split(","))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
+
+
+def _defaults(kind: str, name: str) -> dict[str, Any]:
+    parameters = inspect.signature(registry.get(kind, name)).parameters
+    return {n: p.default for n, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _model_options(model: ModelConfig) -> dict[str, Any]:
+    """The options the model's plugin is built with, its constructor's defaults filled in; a layer's option
+    ('afm.att_dim', taken through **options) set to that interaction layer's default reads as unset."""
+    parameters = inspect.signature(registry.get("model", model.plugin)).parameters
+    options = {**_defaults("model", model.plugin), **model.params}
+    for key in [k for k in model.params if "." in k and k not in parameters]:
+        layer, _, option = key.partition(".")
+        known = _defaults("interaction", layer) if layer in registry.available("interaction") else {}
+        if option in known and _canonical(known[option]) == _canonical(options[key]):
+            del options[key]
+    for dim in ("embed_dim", "fm_dim"):  # what create_model passes: the model's dim, where the plugin takes one
+        if dim in parameters:
+            options[dim] = model.embed_dim
+    return _canonical(options)
+
+
+def same_configuration(a: ModelConfig, b: ModelConfig, config: ExperimentConfig) -> bool:
+    """Whether two models of `config` would train and test the same thing: one plugin, the same options once
+    the defaults are filled in, the same training options and the same data."""
+    return (a.plugin == b.plugin and _model_options(a) == _model_options(b)
+            and a.train_config(config.train, 0) == b.train_config(config.train, 0)
+            and a.data_config(config.data) == b.data_config(config.data))
 
 
 def check_models(config: ExperimentConfig, spec: FeatureSpec | None = None) -> None:

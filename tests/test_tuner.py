@@ -296,6 +296,37 @@ def test_tuned_only_runs_the_tuned_configuration_in_place_of_the_defaults(tmp_pa
                                     "json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert {r["model"] for r in json.loads(res.stdout)} == {"fm:tuned", "neumf", "mostpop"}
+    assert "own configuration" not in res.stderr  # tuned params that differ from the defaults: no warning
+
+
+def test_tuned_params_equal_to_the_defaults_are_warned_about(tmp_path):
+    """A study that kept its defaults (AFM's did) writes them as its best params: `--params` would train the
+    untuned configuration again under another label, seeds and minutes for a duplicate row."""
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps([{"model": "fm", "params": {"lr": 1e-3, "weight_decay": 1e-5, "embed_dim": 16}}]))
+    res = CliRunner().invoke(main, ["run", "--models", "fm", "--params", str(best), "--tuned-only", *SYNTH, *FAST,
+                                    "--baseline", "fm:tuned", "--results-dir", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert f"fm:tuned from --params {best} is fm's own configuration" in res.stderr
+
+
+def test_same_configuration_fills_in_the_defaults_of_the_model_and_its_layers():
+    from bench.config import DataConfig, ExperimentConfig, ModelConfig
+    from bench.runner import same_configuration
+
+    cfg = ExperimentConfig(data=DataConfig(dataset="synthetic"), train=TrainConfig(),
+                           models=(ModelConfig("deepfm"),))
+    deepfm = ModelConfig("deepfm")
+    assert same_configuration(deepfm.with_params({"mlp": [128, 64, 32], "dropout": 0.2, "lr": 1e-3}), deepfm, cfg)
+    assert same_configuration(deepfm.with_params({"mlp": "128,64,32"}), deepfm, cfg)
+    assert not same_configuration(deepfm.with_params({"dropout": 0.1}), deepfm, cfg)
+    assert not same_configuration(deepfm.with_params({"lr": 2e-3}), deepfm, cfg)
+    assert not same_configuration(deepfm.with_params({"embed_dim": 32}), deepfm, cfg)
+    assert not same_configuration(deepfm.with_params({"history_encoder": "recency"}), deepfm, cfg)
+    assert not same_configuration(ModelConfig("xdeepfm"), deepfm, cfg)
+    afm = ModelConfig("afm")  # options through **kwargs, named after the interaction layer
+    assert same_configuration(afm.with_params({"afm.att_dim": 16, "afm.dropout": 0.2}), afm, cfg)
+    assert not same_configuration(afm.with_params({"afm.att_dim": 32}), afm, cfg)
 
 
 def test_a_studys_fixed_settings_travel_with_its_best_params_and_guard_its_resumption(tmp_path):

@@ -96,6 +96,9 @@ def run(models: tuple[str, ...], seeds: tuple[int, ...], baseline: str, interact
             models=_models(base, kw["embed_dim"], interactions, params_path, baseline, results_dir, data_cfg, sets,
                            tuned_only)))
     guard(lambda: check_config(config))
+    if params_path and rerun is None:
+        for warning in _defaults_again(config, base, kw["embed_dim"], sets, params_path):
+            click.echo(printable(warning), err=True)
     guard(lambda: resolve_device(config.device))  # once, before anything: not in each run
     data = DataSource()  # loaded and prepared for every model before the store opens: a failed load writes nothing
     guard(lambda: check_on_data(config, data))  # loads and prepares the data, builds each model on it
@@ -165,6 +168,25 @@ def _models(base: tuple[ModelConfig, ...], embed_dim: int, interactions: str | N
         if baseline not in models and f"{baseline}:tuned" not in models:
             models[baseline] = ModelConfig(baseline, embed_dim=embed_dim)
     return apply_sets(tuple(models.values()), sets)
+
+
+def _defaults_again(config: ExperimentConfig, base: tuple[ModelConfig, ...], embed_dim: int, sets: tuple[str, ...],
+                    params_path: str) -> list[str]:
+    """A warning for each NAME:tuned whose tuned params are NAME's own configuration (a study that kept its
+    defaults): the row would train NAME again, seeds and minutes for a duplicate."""
+    from bench.runner import same_configuration
+
+    warnings = []
+    for tuned in config.models:
+        name = tuned.name.removesuffix(":tuned")
+        if name == tuned.name:
+            continue
+        plain = next((m for m in base if m.name == name), ModelConfig(name, embed_dim=embed_dim))
+        own = [item for item in sets if item.partition(".")[0] in ("*", "train", name)]
+        if same_configuration(tuned, apply_sets((plain,), own)[0], config):
+            warnings.append(f"warning: {tuned.name} from --params {params_path} is {name}'s own configuration (the "
+                            f"params are its defaults, as when a study kept them): it trains {name} again")
+    return warnings
 
 
 def _rerun_config(run_id: int, results_dir: str, data_cfg: Any) -> tuple[ExperimentConfig, Any]:
