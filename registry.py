@@ -281,6 +281,11 @@ class Registry:
                     rows.append(PluginInfo(k, name, source, target, "", error=error))
         return rows
 
+    def defaults(self, kind: str, name: str) -> dict[str, Any]:
+        """The plugin's constructor options that have a default, with it: what it is built with when unset."""
+        parameters = inspect.signature(self.get(kind, name)).parameters
+        return {n: p.default for n, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
     def search_space(self, kind: str, name: str, trial: Any) -> dict[str, Any]:
         """The plugin's own Optuna search space (``search_space(trial) -> dict``), or {} if it declares none."""
         space = getattr(self.get(kind, name), "search_space", None)
@@ -297,3 +302,4 @@ create = REGISTRY.create
 describe = REGISTRY.describe
 origin = REGISTRY.origin
 search_space = REGISTRY.search_space
+defaults = REGISTRY.defaults

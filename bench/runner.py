@@ -159,19 +159,14 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _defaults(kind: str, name: str) -> dict[str, Any]:
-    parameters = inspect.signature(registry.get(kind, name)).parameters
-    return {n: p.default for n, p in parameters.items() if p.default is not inspect.Parameter.empty}
-
-
 def _model_options(model: ModelConfig) -> dict[str, Any]:
     """The options the model's plugin is built with, its constructor's defaults filled in; a layer's option
     ('afm.att_dim', taken through **options) set to that interaction layer's default reads as unset."""
     parameters = inspect.signature(registry.get("model", model.plugin)).parameters
-    options = {**_defaults("model", model.plugin), **model.params}
+    options = {**registry.defaults("model", model.plugin), **model.params}
     for key in [k for k in model.params if "." in k and k not in parameters]:
         layer, _, option = key.partition(".")
-        known = _defaults("interaction", layer) if layer in registry.available("interaction") else {}
+        known = registry.defaults("interaction", layer) if layer in registry.available("interaction") else {}
         if option in known and _canonical(known[option]) == _canonical(options[key]):
             del options[key]
     for dim in ("embed_dim", "fm_dim"):  # what create_model passes: the model's dim, where the plugin takes one

@@ -72,6 +72,17 @@ def test_register_decorator_and_pattern_listing():
     assert registry.available("sampler", "test-only-*") == []  # gone with the block
 
 
+def test_defaults_are_the_constructor_options_a_plugin_is_built_with_when_unset():
+    class Toy:
+        def __init__(self, spec, embed_dim: int = 8, widths=(4, 2), *, scale: float = 0.5, **options):
+            pass
+
+    with registry.isolated():
+        registry.register("model", "test-only-toy")(Toy)
+        assert registry.defaults("model", "test-only-toy") == {"embed_dim": 8, "widths": (4, 2), "scale": 0.5}
+    assert registry.defaults("model", "deepfm")["mlp"] == (128, 64, 32)
+
+
 def test_a_plugin_that_breaks_its_kinds_contract_says_what_it_lacks():
     class NoSample:
         def fit(self, data):

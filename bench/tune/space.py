@@ -4,7 +4,6 @@ so an installed third-party interaction layer or sampler is swept like a built-i
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from typing import Any
 
@@ -107,9 +106,8 @@ def _spelled(value: Any) -> Any:
     return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _constructor_defaults(cls: Any) -> dict[str, Any]:
-    return {name: _spelled(p.default) for name, p in inspect.signature(cls).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+def _constructor_defaults(kind: str, name: str) -> dict[str, Any]:
+    return {option: _spelled(default) for option, default in registry.defaults(kind, name).items()}
 
 
 def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
@@ -123,15 +121,15 @@ def untuned_params(model: ModelConfig, train: TrainConfig, data: DataConfig,
         return None
     trained = model.train_config(train, train.seed)  # the command line's options with the model's overrides
     resolved_data = model.data_config(data)
-    constructor = _constructor_defaults(registry.get("model", model.plugin))
+    constructor = _constructor_defaults("model", model.plugin)
     for layer in _loadable("interaction"):  # a layer's options, as the space names them: "cin.layers"
         constructor.update({f"{layer}.{k}": v for k, v in
-                            _constructor_defaults(registry.get("interaction", layer)).items()})
+                            _constructor_defaults("interaction", layer).items()})
     values = {**constructor, **{k: _spelled(v) for k, v in model.params.items()},
               **{k: getattr(trained, k) for k in ("lr", "weight_decay", "num_negatives", "batch_size")},
               "embed_dim": model.embed_dim, "history": resolved_data.history,
               **{f"history.{k}": _spelled(v) for k, v in {
-                  **_constructor_defaults(registry.get("history_encoder", resolved_data.history_encoder)),
+                  **_constructor_defaults("history_encoder", resolved_data.history_encoder),
                   **resolved_data.history_options}.items() if k not in ("dim", "length")}}
     defaults = _Defaults(values)
     trial_params(defaults, model.plugin, sweep, history=resolved_data.history > 0,  # type: ignore[arg-type]
